@@ -29,13 +29,16 @@ class MessageError(MSRPError):
     request, its method, and the status code to answer with (400 by default).
     """
 
-    def __init__(self, reason, tid=None, method=None, is_request=True, code=400):
+    def __init__(self, reason, tid=None, method=None, is_request=True, code=400, headers=None):
         super().__init__(reason)
         self.reason = reason
         self.tid = tid
         self.method = method
         self.is_request = is_request
         self.code = code
+        # Header (name, value) pairs parsed before the error, when any: a
+        # reply needs the From-Path to be addressed.
+        self.headers = headers
 
 
 class SerializationError(MSRPError, ValueError):

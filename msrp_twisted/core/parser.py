@@ -287,48 +287,57 @@ class Parser:
         for line in lines:
             name, sep, value = line.partition(":")
             if not sep:
-                return None, MessageError("malformed header line %r" % (line[:80],), tid_s, method, is_request)
+                return None, MessageError("malformed header line %r" % (line[:80],), tid_s, method, is_request, headers=items)
             if _HEADER_NAME_RE.match(name) is None:
                 if name[:1] in (" ", "\t"):
                     reason = "header folding is not allowed (%r)" % (line[:80],)
                 else:
                     reason = "invalid header name %r" % (name[:80],)
-                return None, MessageError(reason, tid_s, method, is_request)
+                return None, MessageError(reason, tid_s, method, is_request, headers=items)
             key = name.lower()
             if key in index:
                 if key in SINGLETON_HEADERS:
-                    return None, MessageError("duplicate %s header" % name, tid_s, method, is_request)
+                    return None, MessageError("duplicate %s header" % name, tid_s, method, is_request, headers=items)
             else:
                 index[key] = len(items)
             items.append((name, value.strip(" \t")))
         # RFC 4975 section 7.1: To-Path first, From-Path second, always.
-        if index.get("to-path") != 0:
-            return None, MessageError(
-                "To-Path must be the first header" if "to-path" in index else "missing To-Path",
-                tid_s, method, is_request)
-        if index.get("from-path") != 1:
-            return None, MessageError(
-                "From-Path must be the second header" if "from-path" in index else "missing From-Path",
-                tid_s, method, is_request)
+        error = self._check_head(items, index, tid_s, method, is_request, has_body)
+        if error is not None:
+            error.headers = items
+            return None, error
         headers = Headers._trusted(items, index)
         if is_request:
-            if "message-id" not in index and method != "AUTH":
-                return None, MessageError("missing Message-ID", tid_s, method)
-            if has_body and "content-type" not in index:
-                return None, MessageError("body without Content-Type", tid_s, method)
             msg = Request(tid_s, method, headers)
         else:
-            if has_body:
-                return None, MessageError("a response must not carry a body", tid_s, None, False)
             comment = m.group("comment")
             if comment is not None:
                 try:
                     comment = comment.decode("utf-8")
                 except UnicodeDecodeError:
-                    return None, MessageError("response comment is not valid UTF-8", tid_s, None, False)
+                    return None, MessageError("response comment is not valid UTF-8", tid_s, None, False, headers=items)
             msg = Response(tid_s, int(m.group("code")), comment, headers)
         msg.has_body = has_body
         return msg, None
+
+    @staticmethod
+    def _check_head(items, index, tid_s, method, is_request, has_body):
+        if index.get("to-path") != 0:
+            return MessageError(
+                "To-Path must be the first header" if "to-path" in index else "missing To-Path",
+                tid_s, method, is_request)
+        if index.get("from-path") != 1:
+            return MessageError(
+                "From-Path must be the second header" if "from-path" in index else "missing From-Path",
+                tid_s, method, is_request)
+        if is_request:
+            if "message-id" not in index and method != "AUTH":
+                return MessageError("missing Message-ID", tid_s, method)
+            if has_body and "content-type" not in index:
+                return MessageError("body without Content-Type", tid_s, method)
+        elif has_body:
+            return MessageError("a response must not carry a body", tid_s, None, False)
+        return None
 
     # -- body ----------------------------------------------------------
     def _emit_body(self, buf, start, end, events):

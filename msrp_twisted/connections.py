@@ -1,0 +1,345 @@
+"""Listeners, outbound connections and connection reuse.
+
+The ConnectionManager is the Factory-side owner of everything shared
+between connections: settings, the upper-layer handler, the registry used
+to reuse connections (outbound ones by the URI they were opened for, inbound
+ones by the From-Path authorities that arrived on them), connect attempts in
+progress, statistics and the observers of connection events.
+"""
+
+import re
+from types import SimpleNamespace
+
+from twisted.internet import defer
+from twisted.internet.endpoints import (
+    HostnameEndpoint,
+    TCP4ServerEndpoint,
+    TCP6ServerEndpoint,
+    wrapClientTLS,
+)
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+
+from .protocol import ConnectionClosed, MSRPProtocol, TransportSettings, _conn_ids
+
+log = Logger()
+
+DEFAULT_PORT = 2855
+
+_LISTEN_RE = re.compile(
+    r"(?P<scheme>msrps?):(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\];]+))(?::(?P<port>[0-9]+))?"
+    r"(?P<params>(?:;[^;]*)*)\Z",
+    re.I,
+)
+
+
+class ListenerSpecError(ValueError):
+    """A listener description that is not msrp[s]:IP[:PORT]."""
+
+
+class SendError(Exception):
+    """A message could not be sent: no connection could be had."""
+
+
+class ListenerSpec:
+    __slots__ = ("scheme", "host", "port", "params")
+
+    def __init__(self, scheme, host, port, params):
+        self.scheme = scheme
+        self.host = host
+        self.port = port
+        self.params = params
+
+    @property
+    def secure(self):
+        return self.scheme == "msrps"
+
+    def __str__(self):
+        host = "[%s]" % self.host if ":" in self.host else self.host
+        return "%s:%s:%d" % (self.scheme, host, self.port)
+
+
+def parse_listener(text):
+    """Parse 'msrp:IP[:PORT]' / 'msrps:[IPv6][:PORT]' (plus ';name=value' TLS params)."""
+    import ipaddress
+
+    m = _LISTEN_RE.match(text.strip())
+    if m is None:
+        raise ListenerSpecError(
+            "bad listener %r: expected msrp:IP[:PORT] or msrps:IP[:PORT] "
+            "(IPv6 in brackets, e.g. msrp:[::1]:2855)" % (text,))
+    host = m.group("v6") or m.group("host")
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        raise ListenerSpecError("bad listener %r: %r is not an IP address" % (text, host)) from None
+    if m.group("host") and addr.version == 6:
+        raise ListenerSpecError("bad listener %r: put the IPv6 address in brackets" % (text,))
+    port = int(m.group("port")) if m.group("port") else DEFAULT_PORT
+    if not 0 <= port <= 65535:
+        raise ListenerSpecError("bad listener %r: port %d out of range" % (text, port))
+    params = {}
+    for item in filter(None, m.group("params").split(";")):
+        name, _, value = item.partition("=")
+        name = name.strip().lower()
+        if name not in ("cert", "key", "ca", "verify_client"):
+            raise ListenerSpecError(
+                "bad listener %r: unknown parameter %r (known: cert, key, ca, verify_client)"
+                % (text, name))
+        params[name] = value.strip()
+    if params and m.group("scheme").lower() != "msrps":
+        raise ListenerSpecError("bad listener %r: TLS parameters on a plain msrp listener" % (text,))
+    return ListenerSpec(m.group("scheme").lower(), str(addr), port, params)
+
+
+class _ServerFactory(Factory):
+    def __init__(self, manager, scheme):
+        self.manager = manager
+        self.scheme = scheme
+
+    def buildProtocol(self, addr):
+        return MSRPProtocol(self.manager, "in", self.scheme)
+
+
+class _ClientFactory(Factory):
+    def __init__(self, manager, scheme, target, tls_identity):
+        self.manager = manager
+        self.scheme = scheme
+        self.target = target
+        self.tls_identity = tls_identity
+
+    def buildProtocol(self, addr):
+        return MSRPProtocol(self.manager, "out", self.scheme, self.target, self.tls_identity)
+
+
+def _key(scheme, host, port):
+    return (scheme, host.lower(), port)
+
+
+class ConnectionManager:
+    """Owns the connections of one MSRP service."""
+
+    def __init__(self, handler=None, settings=None, reactor=None, tls=None, observers=()):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.reactor = reactor
+        self.settings = settings if settings is not None else TransportSettings()
+        self.handler = handler
+        self.tls = tls  # global msrp_twisted.tls.TLSSettings, or None
+        self.observers = list(observers)
+        self.connections = {}
+        self.listening = []
+        self._routes = {}
+        self._connecting = {}
+        self.stats = dict.fromkeys(
+            ("connections_accepted", "connections_opened", "connect_failures",
+             "tls_failures", "connections_closed"), 0)
+
+    # -- listeners -------------------------------------------------------
+    def listen(self, spec, tls=None):
+        """Start a listener; fails with a message naming the address."""
+        if isinstance(spec, str):
+            spec = parse_listener(spec)
+        factory = _ServerFactory(self, spec.scheme)
+        if spec.secure:
+            from .tls import ServerTLSContext, TLSSettings
+
+            settings = tls or self.tls
+            if spec.params:
+                base = settings or TLSSettings()
+                settings = TLSSettings(
+                    cert_file=spec.params.get("cert", base.cert_file),
+                    key_file=spec.params.get("key", base.key_file),
+                    ca_file=spec.params.get("ca", base.ca_file),
+                    verify_client=spec.params.get("verify_client", str(int(base.verify_client)))
+                    in ("1", "yes", "true", "on"),
+                    verify_server=base.verify_server,
+                )
+            if settings is None or not settings.cert_file:
+                return defer.fail(ListenerSpecError(
+                    "listener %s needs a TLS certificate and key (--tls-cert/--tls-key)" % spec))
+            try:
+                context = ServerTLSContext(settings)
+            except ValueError as e:
+                return defer.fail(ListenerSpecError("listener %s: %s" % (spec, e)))
+            factory = TLSMemoryBIOFactory(context, False, factory)
+            factory.msrp_tls_context = context
+        if ":" in spec.host:
+            endpoint = TCP6ServerEndpoint(self.reactor, spec.port, interface=spec.host)
+        else:
+            endpoint = TCP4ServerEndpoint(self.reactor, spec.port, interface=spec.host)
+        d = endpoint.listen(factory)
+
+        def listening(port):
+            port.msrp_spec = spec
+            port.msrp_factory = factory
+            self.listening.append(port)
+            log.info("MSRP listening on {spec}", spec="%s:%s" % (spec.scheme, _hostport(spec.host, port.getHost().port)))
+            return port
+
+        def failed(f):
+            raise ListenerSpecError("cannot listen on %s: %s" % (spec, f.getErrorMessage()))
+
+        return d.addCallbacks(listening, failed)
+
+    def tls_contexts(self):
+        """The server TLS contexts of our listeners (for reload_tls)."""
+        return [p.msrp_factory.msrp_tls_context for p in self.listening
+                if hasattr(p.msrp_factory, "msrp_tls_context")]
+
+    def stop_listening(self):
+        ports, self.listening = self.listening, []
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+    # -- registry --------------------------------------------------------
+    def connection_opened(self, conn):
+        self.connections[conn.conn_id] = conn
+        if conn.direction == "out":
+            self.stats["connections_opened"] += 1
+            self._add_route(_key(conn.scheme, *conn.target), conn)
+        else:
+            self.stats["connections_accepted"] += 1
+
+    def connection_closed(self, conn):
+        self.stats["connections_closed"] += 1
+        self.connections.pop(conn.conn_id, None)
+        if conn.direction == "out":
+            self._drop_route(_key(conn.scheme, *conn.target), conn)
+        for key in conn.peer_uris:
+            self._drop_route(key, conn)
+        conn.peer_uris = set()
+
+    def _add_route(self, key, conn):
+        conns = self._routes.setdefault(key, [])
+        if conn not in conns:
+            conns.append(conn)
+
+    def _drop_route(self, key, conn):
+        conns = self._routes.get(key)
+        if conns and conn in conns:
+            conns.remove(conn)
+            if not conns:
+                del self._routes[key]
+
+    def register_peer(self, conn, uri):
+        """Traffic for uri's authority may use conn (RFC 4975 section 6)."""
+        key = _key(uri.scheme, uri.host, uri.effective_port)
+        if key not in conn.peer_uris and not conn.closed:
+            conn.peer_uris.add(key)
+            self._add_route(key, conn)
+
+    def find_connection(self, uri, tls_identity=None):
+        key = _key(uri.scheme, uri.host, uri.effective_port)
+        check = uri.secure and self.settings.cert_check_on_conn_reusage
+        for conn in self._routes.get(key, ()):
+            if not conn.ready or conn.closed:
+                continue
+            if check and conn.direction == "out" and conn.tls_identity != tls_identity:
+                continue
+            return conn
+        return None
+
+    # -- outbound --------------------------------------------------------
+    def connection_for(self, uri, tls=None):
+        """A ready connection to uri's authority: reused, joined or opened."""
+        tls = tls or self.tls
+        identity = None
+        if uri.secure:
+            from .tls import tls_identity
+
+            identity = tls_identity(tls) if tls is not None else None
+        conn = self.find_connection(uri, identity)
+        if conn is not None:
+            return defer.succeed(conn)
+        key = _key(uri.scheme, uri.host, uri.effective_port)
+        if uri.secure and self.settings.cert_check_on_conn_reusage:
+            key = key + (identity,)
+        waiters = self._connecting.get(key)
+        if waiters is not None:
+            d = defer.Deferred()
+            waiters.append(d)
+            return d
+        self._connecting[key] = waiters = []
+        d = defer.Deferred()
+        waiters.append(d)
+        self._connect(uri, tls, identity).addBoth(self._connected, key)
+        return d
+
+    def _connect(self, uri, tls, identity):
+        host, port = uri.host, uri.effective_port
+        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.settings.connect_timeout)
+        if uri.secure:
+            from .tls import client_creator
+
+            try:
+                creator = client_creator(tls, host) if tls is not None else client_creator(None, host)
+            except Exception as e:
+                return defer.fail(SendError("cannot set up TLS to %s: %s" % (uri.authority, e)))
+            endpoint = wrapClientTLS(creator, endpoint)
+        factory = _ClientFactory(self, uri.scheme, (host, port), identity)
+        d = endpoint.connect(factory)
+
+        def failed(f):
+            if f.check(SendError):
+                return f
+            conn_id = next(_conn_ids)
+            info = SimpleNamespace(
+                conn_id=conn_id, scheme=uri.scheme, direction="out",
+                local_host=None, local_port=None, remote_host=host, remote_port=port)
+            reason = f.getErrorMessage()
+            self.stats["connect_failures"] += 1
+            self.connection_event(info, "CONNECT", False, "connect to %s failed: %s" % (uri.authority, reason))
+            raise SendError("cannot connect to %s: %s" % (uri.authority, reason))
+
+        def ready(conn):
+            return conn.when_ready()
+
+        def not_ready(f):
+            if f.check(ConnectionClosed):
+                raise SendError("connection to %s failed: %s" % (uri.authority, f.getErrorMessage()))
+            return f
+
+        return d.addCallbacks(ready, failed).addErrback(not_ready)
+
+    def _connected(self, result, key):
+        waiters = self._connecting.pop(key, [])
+        failed = isinstance(result, Failure)
+        for d in waiters:
+            if failed:
+                d.errback(result)
+            else:
+                d.callback(result)
+        return None
+
+    # -- events ----------------------------------------------------------
+    def connection_event(self, conn, event, success, message):
+        if event == "TLS_HANDSHAKE" and not success:
+            self.stats["tls_failures"] += 1
+        if not success or event in ("ACCEPTED", "CONNECTED"):
+            log.info("MSRP {event} {scheme} {peer} ({direction}): {message}",
+                     event=event, scheme=conn.scheme, direction=conn.direction,
+                     peer=_hostport(conn.remote_host, conn.remote_port), message=message)
+        for obs in self.observers:
+            try:
+                obs.connection_event(conn, event, success, message)
+            except Exception:
+                log.failure("connection observer {obs!r} failed", obs=obs)
+
+    def close_all(self, reason="shutting down"):
+        for conn in list(self.connections.values()):
+            conn.close(reason, abort=False)
+
+
+def _hostport(host, port):
+    host = host or "?"
+    if ":" in host:
+        host = "[%s]" % host
+    return "%s:%s" % (host, port)
+
+
+__all__ = [
+    "ConnectionManager", "ListenerSpec", "ListenerSpecError", "SendError",
+    "parse_listener", "DEFAULT_PORT",
+]

@@ -1,0 +1,556 @@
+"""The MSRP connection: a thin Twisted Protocol over the sans-IO parser.
+
+It owns what is per-connection and time-based in proto_msrp: the
+max_msg_chunks drip guard, the per-message read timeout, the idle lifetime,
+send_timeout on writes that cannot be flushed and the TLS handshake timeout.
+Parsed messages go to an IMessageHandler (the transaction layer); frames
+written to it are serialized in order, with streamed bodies holding the
+write side until their end-line is written.
+"""
+
+import itertools
+from dataclasses import dataclass
+
+from twisted.internet.interfaces import IHandshakeListener, IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import Attribute, Interface, implementer
+
+from .core import parser as _p
+from .core.errors import FramingError
+from .core.serializer import end_line, head as serialize_head, serialize
+
+log = Logger()
+
+_conn_ids = itertools.count(1)
+
+
+@dataclass
+class TransportSettings:
+    """proto_msrp's connection parameters, with its names and defaults."""
+
+    send_timeout: int = 100  # ms a blocked write may wait before we close
+    max_msg_chunks: int = 4  # small reads a message may arrive in; 0 = off
+    tls_handshake_timeout: int = 100  # ms
+    cert_check_on_conn_reusage: int = 0
+    msg_read_timeout: float = 4.0  # s: head must complete / body must progress
+    idle_timeout: float = 120.0  # s without traffic in either direction
+    connect_timeout: float = 5.0  # s for outbound TCP connects
+    fragment_min_bytes: int = 1024  # a read this large is progress, not a drip
+    max_start_line: int = _p.DEFAULT_MAX_START_LINE
+    max_header_block: int = _p.DEFAULT_MAX_HEADER_BLOCK
+    max_body: int = _p.DEFAULT_MAX_BODY  # per received chunk; 0 = no limit
+    max_queued_frames: int = 10000  # frames waiting behind a streamed body
+
+
+class ConnectionClosed(Exception):
+    """The connection went away; carries the reason text."""
+
+
+class IMessageHandler(Interface):
+    """What a connection delivers parsed traffic to (the transaction layer)."""
+
+    def connection_made(conn):
+        """A connection is up (after the TLS handshake for msrps)."""
+
+    def head_received(conn, message):
+        """A request head arrived and a body follows.
+
+        Return an IBodySink to take the body as it arrives, or None to have
+        it buffered (up to max_body) and delivered with message_received.
+        """
+
+    def message_received(conn, message):
+        """A complete message (body assembled, flag set)."""
+
+    def invalid_message(conn, error):
+        """A delimited but invalid frame (core MessageError)."""
+
+    def connection_lost(conn, reason):
+        """The connection closed; reason is a short text."""
+
+
+class IBodySink(Interface):
+    def body_data(data):
+        """Bytes of the body, in order."""
+
+    def body_end(flag):
+        """The end-line arrived with this continuation flag."""
+
+    def body_aborted(reason):
+        """The connection died before the end-line."""
+
+
+class IConnectionObserver(Interface):
+    """Gets connection events (tracing, statistics, logs)."""
+
+    def connection_event(conn, event, success, message):
+        """event: ACCEPTED, CONNECTED, CLOSED, CONNECT, TLS_HANDSHAKE,
+        MAX_MSG_CHUNKS, SEND_TIMEOUT, READ_TIMEOUT, IDLE, FRAMING."""
+
+
+class IWritabilityObserver(Interface):
+    writable = Attribute("unused")
+
+    def pause_producing():
+        """The connection's write buffer is full."""
+
+    def resume_producing():
+        """It drained."""
+
+
+class _StreamWriter:
+    """Writes one streamed frame: head already sent, then data, then end."""
+
+    __slots__ = ("conn", "tid", "open")
+
+    def __init__(self, conn, tid):
+        self.conn = conn
+        self.tid = tid
+        self.open = True
+
+    def write(self, data):
+        if self.open and self.conn.transport is not None:
+            self.conn._write(data)
+
+    def end(self, flag="$"):
+        if self.open:
+            self.open = False
+            if self.conn.transport is not None:
+                self.conn._write(end_line(self.tid, flag, True))
+            self.conn._stream_done(self)
+
+    def abort(self):
+        """Close the frame with '#' so the receiver discards it."""
+        self.end("#")
+
+
+@implementer(IHandshakeListener, IPushProducer)
+class MSRPProtocol(Protocol):
+    """One MSRP connection, inbound or outbound, plain or TLS."""
+
+    reactor = None  # set from the manager
+
+    def __init__(self, manager, direction, scheme, target=None, tls_identity=None):
+        self.manager = manager
+        self.settings = manager.settings
+        self.reactor = manager.reactor
+        self.handler = manager.handler
+        self.direction = direction  # 'in' (accepted) or 'out'
+        self.scheme = scheme  # 'msrp' or 'msrps'
+        self.secure = scheme == "msrps"
+        self.target = target  # (host, port) we connected to, outbound only
+        self.tls_identity = tls_identity
+        self.conn_id = next(_conn_ids)
+        s = self.settings
+        self.parser = _p.Parser(s.max_start_line, s.max_header_block, s.max_body)
+        self.local_host = self.local_port = None
+        self.remote_host = self.remote_port = None
+        self.created = None
+        self.last_activity = None
+        self.bytes_in = self.bytes_out = 0
+        self.messages_in = self.messages_out = 0
+        self.ready = False
+        self.closed = False
+        self.close_reason = None
+        self.peer_uris = set()
+        self.min_lifetime_until = 0.0
+        self._ready_waiters = []
+        self._sink = None
+        self._current = None
+        self._parts = None
+        self._fragments = 0
+        self._read_timer = None
+        self._idle_timer = None
+        self._handshake_timer = None
+        self._send_timer = None
+        self._write_paused = False
+        self._pending_at_pause = None
+        self._stream = None
+        self._queue = []
+        self._observers = []
+        self._reading_paused = 0
+
+    # -- description ---------------------------------------------------
+    def __repr__(self):
+        return "<MSRP conn %d %s %s %s:%s>" % (
+            self.conn_id, self.scheme, self.direction, self.remote_host, self.remote_port)
+
+    @property
+    def peer(self):
+        host = self.remote_host or "?"
+        if ":" in host:
+            host = "[%s]" % host
+        return "%s:%s" % (host, self.remote_port)
+
+    def _event(self, event, success, message):
+        self.manager.connection_event(self, event, success, message)
+
+    # -- connection lifecycle -------------------------------------------
+    def connectionMade(self):
+        t = self.transport
+        peer = t.getPeer()
+        host = t.getHost()
+        self.remote_host, self.remote_port = getattr(peer, "host", None), getattr(peer, "port", None)
+        self.local_host, self.local_port = getattr(host, "host", None), getattr(host, "port", None)
+        now = self.reactor.seconds()
+        self.created = self.last_activity = now
+        self.manager.connection_opened(self)
+        t.registerProducer(self, True)
+        self._arm_idle()
+        if self.secure:
+            self._handshake_timer = self.reactor.callLater(
+                self.settings.tls_handshake_timeout / 1000.0, self._handshake_timed_out)
+        else:
+            self._became_ready()
+
+    def handshakeCompleted(self):
+        if self._handshake_timer is not None and self._handshake_timer.active():
+            self._handshake_timer.cancel()
+        self._handshake_timer = None
+        if not self.closed:
+            self._became_ready()
+
+    def _became_ready(self):
+        self.ready = True
+        self._event("ACCEPTED" if self.direction == "in" else "CONNECTED", True,
+                    "%s connection %s" % ("accepted" if self.direction == "in" else "opened", self.peer))
+        self.handler.connection_made(self)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.callback(self)
+
+    def when_ready(self):
+        from twisted.internet.defer import Deferred, fail, succeed
+
+        if self.ready and not self.closed:
+            return succeed(self)
+        if self.closed:
+            return fail(ConnectionClosed(self.close_reason or "connection closed"))
+        d = Deferred()
+        self._ready_waiters.append(d)
+        return d
+
+    def _handshake_timed_out(self):
+        self._handshake_timer = None
+        self.close("TLS handshake not completed within %d ms" % self.settings.tls_handshake_timeout,
+                   event="TLS_HANDSHAKE")
+
+    def close(self, reason, event=None, abort=True):
+        """Close with a reason that ends up in the log, the trace and the MI."""
+        if self.closed:
+            return
+        if self.close_reason is None:
+            self.close_reason = reason
+        if event is not None:
+            self._event(event, False, reason)
+        log.info("MSRP {scheme} connection {peer} closed: {reason}",
+                 scheme=self.scheme, peer=self.peer, reason=reason)
+        if self.transport is not None:
+            if abort:
+                self.transport.abortConnection()
+            else:
+                self.transport.loseConnection()
+
+    def connectionLost(self, reason=None):
+        if self.closed:
+            return
+        self.closed = True
+        for timer in (self._read_timer, self._idle_timer, self._handshake_timer, self._send_timer):
+            if timer is not None and timer.active():
+                timer.cancel()
+        self._read_timer = self._idle_timer = self._handshake_timer = self._send_timer = None
+        was_ready = self.ready
+        if self.close_reason is None:
+            self.close_reason = _reason_text(reason)
+            if self.secure and not was_ready and _is_tls_error(reason):
+                self._event("TLS_HANDSHAKE", False, "TLS handshake failed: %s" % self.close_reason)
+        self.ready = False
+        if was_ready or self.direction == "in":
+            self._event("CLOSED", True, self.close_reason)
+        self.manager.connection_closed(self)
+        err = ConnectionClosed(self.close_reason)
+        waiters, self._ready_waiters = self._ready_waiters, []
+        for d in waiters:
+            d.errback(Failure(err))
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            try:
+                sink.body_aborted(self.close_reason)
+            except Exception:
+                log.failure("body sink failed on abort")
+        for w in self._observers:
+            # Let relayed sources resume (and find out) rather than stay paused.
+            try:
+                w.resume_producing()
+            except Exception:
+                log.failure("writability observer failed")
+        self._observers = []
+        self._queue = []
+        self._stream = None
+        if was_ready:
+            self.handler.connection_lost(self, self.close_reason)
+
+    # -- reading ---------------------------------------------------------
+    def dataReceived(self, data):
+        self.bytes_in += len(data)
+        self.last_activity = self.reactor.seconds()
+        try:
+            events = self.parser.feed(data)
+        except FramingError as e:
+            log.warn("MSRP framing error from {peer}: {reason}", peer=self.peer, reason=str(e))
+            self.close("framing error: %s" % e, event="FRAMING")
+            return
+        for ev in events:
+            if self.closed:
+                return
+            self._dispatch(ev)
+        if self.closed:
+            return
+        parser = self.parser
+        if parser.in_message:
+            if len(data) < self.settings.fragment_min_bytes:
+                self._fragments += 1
+                limit = self.settings.max_msg_chunks
+                if limit and self._fragments >= limit:
+                    self.close("message still incomplete after %d small reads (max_msg_chunks=%d)"
+                               % (self._fragments, limit), event="MAX_MSG_CHUNKS")
+                    return
+            if parser.in_body:
+                self._arm_read_timer(reset=True)
+            else:
+                self._arm_read_timer(reset=False)
+        elif self._read_timer is not None:
+            if self._read_timer.active():
+                self._read_timer.cancel()
+            self._read_timer = None
+
+    def _dispatch(self, ev):
+        t = type(ev)
+        if t is _p.BodyData:
+            if self._sink is not None:
+                self._sink.body_data(ev.data)
+            elif self._parts is not None:
+                self._parts.append(ev.data)
+        elif t is _p.MessageStart:
+            msg = ev.message
+            self._fragments = 0
+            if msg.has_body:
+                sink = self.handler.head_received(self, msg)
+                if sink is not None:
+                    self._sink = sink
+                    self._current = None
+                else:
+                    self._current = msg
+                    self._parts = []
+            else:
+                self._current = msg
+                self._parts = None
+        elif t is _p.MessageEnd:
+            self.messages_in += 1
+            self._fragments = 0
+            sink = self._sink
+            if sink is not None:
+                self._sink = None
+                sink.body_end(ev.flag)
+                return
+            msg = self._current
+            self._current = None
+            parts = self._parts
+            if parts is not None:
+                msg.body = parts[0] if len(parts) == 1 else b"".join(parts)
+                self._parts = None
+            msg.flag = ev.flag
+            self.handler.message_received(self, msg)
+        else:  # InvalidMessage
+            self.messages_in += 1
+            self._fragments = 0
+            err = ev.error
+            log.info("invalid MSRP message from {peer} (tid {tid}): {reason}",
+                     peer=self.peer, tid=err.tid, reason=err.reason)
+            self.handler.invalid_message(self, err)
+
+    def _arm_read_timer(self, reset):
+        timer = self._read_timer
+        delay = self.settings.msg_read_timeout
+        if timer is not None and timer.active():
+            if reset:
+                timer.reset(delay)
+            return
+        self._read_timer = self.reactor.callLater(delay, self._read_timed_out)
+
+    def _read_timed_out(self):
+        self._read_timer = None
+        self.close("message not received within %gs" % self.settings.msg_read_timeout,
+                   event="READ_TIMEOUT")
+
+    def pause_reading(self):
+        """Stop reading (nested: each pause needs a resume)."""
+        self._reading_paused += 1
+        if self._reading_paused == 1 and self.transport is not None and not self.closed:
+            self.transport.pauseProducing()
+
+    def resume_reading(self):
+        if self._reading_paused == 0:
+            return
+        self._reading_paused -= 1
+        if self._reading_paused == 0 and self.transport is not None and not self.closed:
+            self.transport.resumeProducing()
+
+    # -- idle lifetime ---------------------------------------------------
+    def _arm_idle(self):
+        self._idle_timer = self.reactor.callLater(self.settings.idle_timeout, self._idle_check)
+
+    def keep_alive_until(self, when):
+        """Do not close for idleness before this reactor time (AUTH lifetime)."""
+        self.min_lifetime_until = max(self.min_lifetime_until, when)
+
+    def _idle_check(self):
+        self._idle_timer = None
+        now = self.reactor.seconds()
+        due = max(self.last_activity + self.settings.idle_timeout, self.min_lifetime_until)
+        if now >= due:
+            self.close("idle for %gs" % (now - self.last_activity), event="IDLE", abort=False)
+        else:
+            self._idle_timer = self.reactor.callLater(due - now, self._idle_check)
+
+    # -- writing ---------------------------------------------------------
+    def _write(self, data):
+        self.bytes_out += len(data)
+        self.last_activity = self.reactor.seconds()
+        self.transport.write(data)
+
+    def send_message(self, message):
+        """Serialize and write a complete message (queued behind a stream)."""
+        return self.send_bytes(serialize(message))
+
+    def send_bytes(self, data):
+        if self.closed or self.transport is None:
+            raise ConnectionClosed(self.close_reason or "connection closed")
+        self.messages_out += 1
+        if self._stream is not None:
+            if len(self._queue) >= self.settings.max_queued_frames:
+                self.close("too many frames queued behind a streamed body")
+                raise ConnectionClosed(self.close_reason)
+            self._queue.append(data)
+        else:
+            self._write(data)
+
+    def open_stream(self, message):
+        """Start a frame whose body is written later; returns a Deferred
+        firing with a writer (write(data), end(flag), abort())."""
+        from twisted.internet.defer import Deferred, fail, succeed
+
+        if self.closed or self.transport is None:
+            return fail(ConnectionClosed(self.close_reason or "connection closed"))
+        data = serialize_head(message, True)
+        self.messages_out += 1
+        if self._stream is None:
+            self._write(data)
+            self._stream = _StreamWriter(self, message.tid)
+            return succeed(self._stream)
+        d = Deferred()
+        if len(self._queue) >= self.settings.max_queued_frames:
+            self.close("too many frames queued behind a streamed body")
+            return fail(ConnectionClosed(self.close_reason))
+        self._queue.append((d, message.tid, data))
+        return d
+
+    def _stream_done(self, writer):
+        if self._stream is not writer:
+            return
+        self._stream = None
+        queue = self._queue
+        while queue and self._stream is None and not self.closed:
+            item = queue.pop(0)
+            if type(item) is bytes:
+                self._write(item)
+            else:
+                d, tid, data = item
+                self._write(data)
+                self._stream = _StreamWriter(self, tid)
+                d.callback(self._stream)
+
+    @property
+    def writable(self):
+        return not self._write_paused and not self.closed
+
+    def add_writability_observer(self, observer):
+        self._observers.append(observer)
+
+    def remove_writability_observer(self, observer):
+        try:
+            self._observers.remove(observer)
+        except ValueError:
+            pass
+
+    # IPushProducer, registered with our own transport so that it tells us
+    # when its write buffer is full (pause) and drained (resume).
+    def pauseProducing(self):
+        if self._write_paused:
+            return
+        self._write_paused = True
+        self._pending_at_pause = _pending_write_bytes(self.transport)
+        if self.settings.send_timeout:
+            self._send_timer = self.reactor.callLater(
+                self.settings.send_timeout / 1000.0, self._send_timed_out)
+        for w in list(self._observers):
+            w.pause_producing()
+
+    def resumeProducing(self):
+        if not self._write_paused:
+            return
+        self._write_paused = False
+        if self._send_timer is not None and self._send_timer.active():
+            self._send_timer.cancel()
+        self._send_timer = None
+        for w in list(self._observers):
+            w.resume_producing()
+
+    def stopProducing(self):
+        pass
+
+    def _send_timed_out(self):
+        self._send_timer = None
+        pending = _pending_write_bytes(self.transport)
+        if pending is not None and self._pending_at_pause is not None and pending < self._pending_at_pause:
+            # The peer is reading, just slower than we write: progress.
+            self._pending_at_pause = pending
+            self._send_timer = self.reactor.callLater(
+                self.settings.send_timeout / 1000.0, self._send_timed_out)
+            return
+        self.close("write blocked for more than %d ms (send_timeout)" % self.settings.send_timeout,
+                   event="SEND_TIMEOUT")
+
+
+def _pending_write_bytes(transport):
+    """Bytes a socket transport still holds, or None when it cannot tell."""
+    t = transport
+    for _ in range(3):
+        if t is None:
+            return None
+        buf = getattr(t, "dataBuffer", None)
+        if buf is not None:
+            return len(buf) - getattr(t, "offset", 0) + getattr(t, "_tempDataLen", 0)
+        t = getattr(t, "transport", None)
+    return None
+
+
+def _reason_text(reason):
+    if reason is None:
+        return "connection closed"
+    value = getattr(reason, "value", reason)
+    text = str(value) or type(value).__name__
+    if "Connection was closed cleanly" in text:
+        return "closed by peer"
+    return text
+
+
+def _is_tls_error(reason):
+    try:
+        from OpenSSL import SSL
+    except ImportError:  # pragma: no cover
+        return False
+    value = getattr(reason, "value", None)
+    return isinstance(value, SSL.Error)
