@@ -1,0 +1,11 @@
+# twistd -ny msrp.tac
+# Settings come from the TOML file named by the MSRP_CONFIG environment
+# variable (same keys as `twistd msrp --help`, snake_case); without it the
+# defaults apply: a relay on msrp:127.0.0.1:2855, management on tcp:127.0.0.1:2856.
+from twisted.application import service
+
+from msrp_twisted.service import MSRPService
+from msrp_twisted.tap import config_from_environment
+
+application = service.Application("msrp")
+MSRPService(config_from_environment()).setServiceParent(application)

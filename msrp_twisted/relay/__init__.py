@@ -1,0 +1,1 @@
+"""RFC 4976 relay: authentication, sessions and forwarding."""

@@ -1,0 +1,119 @@
+"""The relay's session table (RFC 4976 section 6).
+
+A session is what a successful AUTH hands out: an unguessable session-id in
+the Use-Path, bound to the client's connection and to the first From-Path
+URI of its AUTH, valid until Expires. It dies with its connection: a client
+that reconnects authenticates again.
+"""
+
+from twisted.logger import Logger
+
+from ..core.ids import new_session_id
+
+log = Logger()
+
+
+class RelaySession:
+    __slots__ = ("session_id", "user", "conn", "client_uri", "use_path", "created",
+                 "expires_at", "timer", "frames_in", "frames_out")
+
+    def __init__(self, session_id, user, conn, client_uri, use_path, created, expires_at):
+        self.session_id = session_id
+        self.user = user
+        self.conn = conn
+        self.client_uri = client_uri
+        self.use_path = use_path
+        self.created = created
+        self.expires_at = expires_at
+        self.timer = None
+        self.frames_in = 0
+        self.frames_out = 0
+
+    def describe(self, now):
+        return {
+            "session_id": self.session_id,
+            "user": self.user,
+            "client": str(self.client_uri),
+            "peer": self.conn.peer,
+            "use_path": str(self.use_path),
+            "expires_in": max(0, int(self.expires_at - now)),
+            "frames_in": self.frames_in,
+            "frames_out": self.frames_out,
+        }
+
+
+class SessionTable:
+    """Sessions by id, with expiry timers from the injected reactor."""
+
+    def __init__(self, reactor):
+        self.reactor = reactor
+        self._sessions = {}
+        self._by_conn = {}
+        self.stats = {"sessions_created": 0, "sessions_expired": 0, "sessions_ended": 0}
+
+    def __len__(self):
+        return len(self._sessions)
+
+    def __iter__(self):
+        return iter(list(self._sessions.values()))
+
+    def get(self, session_id):
+        return self._sessions.get(session_id)
+
+    def create(self, user, conn, client_uri, relay_uri, lifetime):
+        while True:
+            sid = new_session_id()
+            if sid not in self._sessions:
+                break
+        now = self.reactor.seconds()
+        s = RelaySession(sid, user, conn, client_uri, relay_uri.with_session(sid), now, now + lifetime)
+        s.timer = self.reactor.callLater(lifetime, self._expired, sid)
+        self._sessions[sid] = s
+        self._by_conn.setdefault(conn.conn_id, set()).add(sid)
+        self.stats["sessions_created"] += 1
+        conn.keep_alive_until(s.expires_at)
+        return s
+
+    def refresh(self, session, lifetime):
+        now = self.reactor.seconds()
+        session.expires_at = now + lifetime
+        if session.timer is not None and session.timer.active():
+            session.timer.reset(lifetime)
+        session.conn.keep_alive_until(session.expires_at)
+
+    def _expired(self, sid):
+        s = self._sessions.get(sid)
+        if s is None:
+            return
+        s.timer = None
+        self.stats["sessions_expired"] += 1
+        log.info("relay session {sid} of {user} expired", sid=sid, user=s.user)
+        self._remove(s)
+
+    def end(self, sid, reason="ended"):
+        s = self._sessions.get(sid)
+        if s is None:
+            return False
+        self.stats["sessions_ended"] += 1
+        log.info("relay session {sid} of {user} {reason}", sid=sid, user=s.user, reason=reason)
+        self._remove(s)
+        return True
+
+    def _remove(self, s):
+        self._sessions.pop(s.session_id, None)
+        sids = self._by_conn.get(s.conn.conn_id)
+        if sids is not None:
+            sids.discard(s.session_id)
+            if not sids:
+                del self._by_conn[s.conn.conn_id]
+        if s.timer is not None and s.timer.active():
+            s.timer.cancel()
+        s.timer = None
+
+    def connection_lost(self, conn):
+        for sid in list(self._by_conn.get(conn.conn_id, ())):
+            self.end(sid, "ended: connection closed")
+
+    def clear(self):
+        for sid in list(self._sessions):
+            self.end(sid, "ended: shutdown")

@@ -1,0 +1,601 @@
+"""Transactions and the signalling operations (RFC 4975 sections 7 and 8,
+RFC 4976 section 6 for forwarding).
+
+A transaction is keyed by the transaction id *and* the connection it was
+sent on: a response with the right id arriving on another connection does
+not complete it (OpenSIPS matches on the id alone). Every pending
+transaction on a connection fails at once when that connection is lost.
+
+Incoming requests are routed to handlers registered by upper layers (relay
+sessions, endpoint sessions), first match on the top To-Path URI wins. What
+no handler claims is answered here: 400 for invalid frames, 501 for unknown
+methods, 481 for unknown sessions; never a response to a REPORT.
+"""
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import Interface, implementer
+
+from .connections import SendError
+from .core.errors import HeaderError, MSRPError, SerializationError, URIError
+from .core.headers import Headers
+from .core.ids import new_transaction_id
+from .core.message import REASONS, Request, Response
+from .core.serializer import check_body, serialize
+from .core.uri import format_path
+from .protocol import ConnectionClosed, IBodySink, IMessageHandler, IWritabilityObserver
+
+log = Logger()
+
+KNOWN_METHODS = frozenset(("SEND", "REPORT", "AUTH"))
+DEFAULT_TIMEOUT = 30.0
+
+
+class TransactionError(Exception):
+    """A request got no response; ``code`` is the status upper layers use."""
+
+    code = 408
+
+    def __init__(self, reason, tid=None):
+        super().__init__(reason)
+        self.reason = reason
+        self.tid = tid
+
+
+class TransactionTimeout(TransactionError):
+    """No response within the transaction timeout (a local 408)."""
+
+
+class TransactionConnectionLost(TransactionError):
+    """The connection died with the transaction pending."""
+
+
+class IRequestHandler(Interface):
+    """An upper layer that takes requests for some To-Path URIs."""
+
+    def head_received(conn, request):
+        """A request with a body is starting: return an IBodySink to stream
+        the body, or None to get the whole request in request_received."""
+
+    def request_received(conn, request):
+        """A complete request."""
+
+    def connection_lost(conn, reason):
+        """Optional: a connection this handler saw went away."""
+
+
+class _Transaction:
+    __slots__ = ("request", "conn", "deferred", "timer", "key")
+
+    def __init__(self, request, conn, deferred, timer, key):
+        self.request = request
+        self.conn = conn
+        self.deferred = deferred
+        self.timer = timer
+        self.key = key
+
+
+@implementer(IBodySink)
+class _DiscardSink:
+    """Swallows the body of a request that was already refused."""
+
+    def body_data(self, data):
+        pass
+
+    def body_end(self, flag):
+        pass
+
+    def body_aborted(self, reason):
+        pass
+
+
+DISCARD = _DiscardSink()
+
+
+def _first_uri(raw_path):
+    return raw_path.split(None, 1)[0]
+
+
+def _rest(raw_path):
+    parts = raw_path.split(None, 1)
+    return parts[1] if len(parts) > 1 else ""
+
+
+@implementer(IMessageHandler)
+class TransactionManager:
+    """The transaction layer of one MSRP service."""
+
+    def __init__(self, connections, reactor=None, timeout=DEFAULT_TIMEOUT):
+        if reactor is None:
+            reactor = connections.reactor
+        self.reactor = reactor
+        self.connections = connections
+        connections.handler = self
+        self.timeout = timeout
+        self._pending = {}
+        self._by_conn = {}
+        self._handlers = []
+        self._methods = set(KNOWN_METHODS)
+        self.stats = dict.fromkeys(
+            ("requests_sent", "responses_received", "responses_unmatched",
+             "transactions_timed_out", "transactions_failed", "requests_received",
+             "responses_sent", "reports_sent", "refused_400", "refused_481",
+             "refused_501"), 0)
+
+    # -- handlers --------------------------------------------------------
+    def add_handler(self, handler, match=None, methods=()):
+        """Route requests whose top To-Path URI satisfies match(uri) (None:
+        all) to handler. methods adds extension methods it understands."""
+        self._handlers.append((match, handler))
+        self._methods.update(methods)
+
+    def remove_handler(self, handler):
+        self._handlers = [(m, h) for m, h in self._handlers if h is not handler]
+
+    @property
+    def pending_count(self):
+        return len(self._pending)
+
+    # -- IMessageHandler -------------------------------------------------
+    def connection_made(self, conn):
+        pass
+
+    def head_received(self, conn, message):
+        handler = self._route(conn, message)
+        if handler is None:
+            return DISCARD
+        return handler.head_received(conn, message)
+
+    def message_received(self, conn, message):
+        if message.is_request:
+            handler = self._route(conn, message)
+            if handler is not None:
+                handler.request_received(conn, message)
+        else:
+            self._response_received(conn, message)
+
+    def invalid_message(self, conn, error):
+        if not error.is_request or error.method == "REPORT":
+            return
+        headers = Headers(error.headers or ())
+        to_raw, from_raw = headers.get("To-Path"), headers.get("From-Path")
+        if not to_raw or not from_raw:
+            log.info("cannot answer invalid request from {peer} (tid {tid}): no paths to reply on",
+                     peer=conn.peer, tid=error.tid)
+            return
+        if (headers.get("Failure-Report") or "").strip().lower() == "no":
+            return
+        self.stats["refused_400"] += 1
+        to = from_raw if error.method not in (None, "SEND") else _first_uri(from_raw)
+        self._write_response(conn, Response(
+            error.tid, error.code, _comment(error.reason),
+            [("To-Path", to), ("From-Path", _first_uri(to_raw))]))
+
+    def connection_lost(self, conn, reason):
+        tids = self._by_conn.pop(conn.conn_id, None)
+        if tids:
+            for tid in list(tids):
+                tx = self._pending.pop((conn.conn_id, tid), None)
+                if tx is None:
+                    continue
+                if tx.timer.active():
+                    tx.timer.cancel()
+                self.stats["transactions_failed"] += 1
+                tx.deferred.errback(TransactionConnectionLost(
+                    "connection to %s lost: %s" % (conn.peer, reason), tid))
+        for _, handler in self._handlers:
+            lost = getattr(handler, "connection_lost", None)
+            if lost is not None:
+                lost(conn, reason)
+
+    # -- routing ---------------------------------------------------------
+    def _route(self, conn, request):
+        self.stats["requests_received"] += 1
+        try:
+            to_path = request.to_path
+            from_path = request.from_path
+        except URIError as e:
+            self._refuse(conn, request, 400, "bad path: %s" % e)
+            return None
+        method = request.method
+        if method not in self._methods:
+            self._refuse(conn, request, 501, "unknown method %s" % method)
+            return None
+        self.connections.register_peer(conn, from_path[0])
+        top = to_path[0]
+        for match, handler in self._handlers:
+            if match is None or match(top):
+                return handler
+        self._refuse(conn, request, 481, "no session for %s" % top)
+        return None
+
+    def _refuse(self, conn, request, code, reason):
+        log.info("refused {method} {tid} from {peer}: {code} {reason}",
+                 method=request.method, tid=request.tid, peer=conn.peer, code=code, reason=reason)
+        key = "refused_%d" % code
+        if key in self.stats:
+            self.stats[key] += 1
+        self.send_reply(conn, request, code, _comment(reason) if code == 400 else None)
+
+    # -- responses -------------------------------------------------------
+    def send_reply(self, conn, request, code, comment=None, headers=()):
+        """Answer request on the connection it came on, hop by hop.
+
+        Returns False when the rules say no response is sent: never for a
+        REPORT, none at all for Failure-Report: no, only negative ones for
+        Failure-Report: partial.
+        """
+        if request.method == "REPORT":
+            return False
+        try:
+            failure_report = request.failure_report
+        except HeaderError:
+            failure_report = "yes"
+        if failure_report == "no" or (failure_report == "partial" and code // 100 == 2):
+            return False
+        from_raw = request.headers["From-Path"]
+        to = _first_uri(from_raw) if request.method == "SEND" else from_raw
+        items = [("To-Path", to), ("From-Path", _first_uri(request.headers["To-Path"]))]
+        items.extend(headers)
+        return self._write_response(conn, Response(
+            request.tid, code, comment if comment is not None else REASONS.get(code), items))
+
+    def _write_response(self, conn, response):
+        try:
+            conn.send_message(response)
+        except ConnectionClosed:
+            return False
+        except SerializationError as e:
+            log.warn("cannot build response {tid} for {peer}: {error}", tid=response.tid, peer=conn.peer, error=e)
+            return False
+        self.stats["responses_sent"] += 1
+        return True
+
+    def _response_received(self, conn, response):
+        tx = self._pending.pop((conn.conn_id, response.tid), None)
+        if tx is None:
+            self.stats["responses_unmatched"] += 1
+            log.info("dropped response {tid} {code} from {peer}: matches no transaction on this connection",
+                     tid=response.tid, code=response.code, peer=conn.peer)
+            return
+        self.stats["responses_received"] += 1
+        tids = self._by_conn.get(conn.conn_id)
+        if tids is not None:
+            tids.discard(response.tid)
+        if tx.timer.active():
+            tx.timer.cancel()
+        tx.deferred.callback(response)
+
+    # -- requests --------------------------------------------------------
+    def _track(self, conn, request, timeout):
+        key = (conn.conn_id, request.tid)
+        if key in self._pending:
+            raise SerializationError("transaction id %s already pending on %s" % (request.tid, conn.peer))
+
+        def cancel(d):
+            tx = self._pending.pop(key, None)
+            if tx is not None:
+                if tx.timer.active():
+                    tx.timer.cancel()
+                self._by_conn.get(key[0], set()).discard(key[1])
+
+        d = defer.Deferred(cancel)
+        timer = self.reactor.callLater(timeout if timeout is not None else self.timeout, self._timed_out, key)
+        self._pending[key] = _Transaction(request, conn, d, timer, key)
+        self._by_conn.setdefault(conn.conn_id, set()).add(request.tid)
+        return d
+
+    def _timed_out(self, key):
+        tx = self._pending.pop(key, None)
+        if tx is None:
+            return
+        self._by_conn.get(key[0], set()).discard(key[1])
+        self.stats["transactions_timed_out"] += 1
+        log.info("transaction {tid} ({method}) to {peer} timed out",
+                 tid=key[1], method=tx.request.method, peer=tx.conn.peer)
+        tx.deferred.errback(TransactionTimeout(
+            "no response to %s %s from %s" % (tx.request.method, key[1], tx.conn.peer), key[1]))
+
+    def new_tid(self, conn=None, body=None):
+        while True:
+            tid = new_transaction_id()
+            if conn is not None and (conn.conn_id, tid) in self._pending:
+                continue
+            if body is not None and (b"-------" + tid.encode("ascii")) in body:
+                continue
+            return tid
+
+    @staticmethod
+    def needs_transaction(request):
+        if request.method == "REPORT":
+            return False
+        if request.method == "SEND":
+            try:
+                return request.failure_report != "no"
+            except HeaderError:
+                return True
+        return True
+
+    def send_request(self, to_path, from_path, method="SEND", headers=(), body=None,
+                     flag="$", conn=None, tls=None, timeout=None, tid=None):
+        """Send a request toward to_path[0] (reusing or opening a connection).
+
+        body may be bytes or an IBodyProducer-like object (startProducing,
+        pauseProducing, resumeProducing, stopProducing) that is streamed.
+        Fires with the Response, or None when no transaction is created
+        (REPORT, SEND with Failure-Report: no); fails with SendError,
+        TransactionTimeout or TransactionConnectionLost.
+        """
+        items = [("To-Path", format_path(to_path)), ("From-Path", format_path(from_path))]
+        items.extend(headers)
+        streamed = body is not None and hasattr(body, "startProducing")
+        request = Request(tid or self.new_tid(body=None if streamed else body), method,
+                          Headers(items), None if streamed else body, flag)
+        if not streamed:
+            try:
+                data = serialize(request)
+            except SerializationError as e:
+                return defer.fail(e)
+        else:
+            data = None
+        return self._send(request, data, body if streamed else None, to_path[0], conn, tls, timeout)
+
+    def _send(self, request, data, producer, next_hop, conn, tls, timeout):
+        if conn is not None:
+            d = defer.succeed(conn)
+        else:
+            d = self.connections.connection_for(next_hop, tls)
+
+        def send(conn):
+            track = self.needs_transaction(request)
+            result = self._track(conn, request, timeout) if track else None
+            self.stats["requests_sent"] += 1
+            if request.method == "REPORT":
+                self.stats["reports_sent"] += 1
+            if producer is None:
+                try:
+                    conn.send_bytes(data)
+                except ConnectionClosed as e:
+                    if result is not None:
+                        result.cancel()
+                    raise SendError("connection to %s closed: %s" % (conn.peer, e)) from None
+            else:
+                self._stream_body(conn, request, producer, result)
+            return result
+
+        return d.addCallback(send)
+
+    def _stream_body(self, conn, request, producer, result):
+        flag = request.flag
+
+        def got_writer(writer):
+            observer = _ProducerThrottle(producer)
+            conn.add_writability_observer(observer)
+            if not conn.writable:
+                observer.pause_producing()
+            pd = defer.maybeDeferred(producer.startProducing, writer)
+
+            def done(r):
+                conn.remove_writability_observer(observer)
+                writer.end(flag)
+                return r
+
+            def failed(f):
+                conn.remove_writability_observer(observer)
+                log.info("aborting streamed {tid} to {peer}: {err}", tid=request.tid, peer=conn.peer,
+                         err=f.getErrorMessage())
+                writer.abort()
+                return None
+
+            pd.addCallbacks(done, failed)
+
+        conn.open_stream(request).addCallbacks(got_writer, lambda f: None)
+
+    # -- reports ---------------------------------------------------------
+    def send_report(self, request, code, comment=None, byte_range=None, conn=None, tls=None, to_path=None):
+        """A REPORT about request toward its originator (RFC 4975 section 7.1.2).
+
+        conn sends it on a known connection (the one the request came on);
+        otherwise the From-Path's first hop is looked up or connected to.
+        """
+        try:
+            origin = to_path if to_path is not None else request.from_path
+            me = request.to_path[:1]
+        except URIError as e:
+            return defer.fail(SendError("cannot address a REPORT: %s" % e))
+        if byte_range is None:
+            byte_range = request.headers.get("Byte-Range")
+            if byte_range is None and request.body is not None:
+                n = len(request.body)
+                byte_range = "1-%d/%d" % (n, n)
+        headers = [("Message-ID", request.message_id or self.new_tid())]
+        if byte_range is not None:
+            headers.append(("Byte-Range", str(byte_range)))
+        headers.append(("Status", "000 %03d %s" % (code, comment or REASONS.get(code, ""))))
+        return self.send_request(origin, me, "REPORT", headers, conn=conn, tls=tls)
+
+    # -- forwarding (relays) ----------------------------------------------
+    def forward_headers(self, request, hops=1):
+        """Headers for the next hop: move the top To-Path URI (or the top
+        ``hops`` URIs, when a relay hands a frame to itself) onto From-Path."""
+        h = request.headers
+        to_parts = h["To-Path"].split()
+        if len(to_parts) <= hops:
+            raise SerializationError("no next hop in To-Path")
+        moved = to_parts[hops - 1::-1] if hops > 1 else to_parts[:1]
+        items = [("To-Path", " ".join(to_parts[hops:])),
+                 ("From-Path", " ".join(moved) + " " + h["From-Path"])]
+        items.extend(list(h)[2:])
+        return Headers(items)
+
+    def forward_request(self, request, conn=None, tls=None, timeout=None, hops=1):
+        """Forward a complete request to the next hop with a new transaction id."""
+        try:
+            headers = self.forward_headers(request, hops)
+            next_hop = request.to_path[hops]
+        except (SerializationError, IndexError):
+            return defer.fail(SendError("no next hop in To-Path"))
+        body = request.body
+        fwd = Request(self.new_tid(body=body), request.method, headers, body, request.flag)
+        try:
+            data = serialize(fwd)
+        except SerializationError as e:
+            return defer.fail(e)
+        return self._send(fwd, data, None, next_hop, conn, tls, timeout)
+
+    def forward_stream(self, source, request, conn=None, tls=None, timeout=None, hops=1):
+        """Forward a request whose body is still arriving on source.
+
+        Returns (sink, response_deferred). The sink goes back to the
+        connection as head_received's result; it passes body data through as
+        it arrives and pauses the source while the destination is not
+        writable (or not connected yet).
+        """
+        fwd = Request(self.new_tid(), request.method, self.forward_headers(request, hops), None, request.flag)
+        sink = _ForwardingSink(source)
+        result = defer.Deferred()
+        if conn is not None:
+            d = defer.succeed(conn)
+        else:
+            d = self.connections.connection_for(request.to_path[hops], tls)
+
+        def connected(dest):
+            tracked = self._track(dest, fwd, timeout) if self.needs_transaction(fwd) else None
+            self.stats["requests_sent"] += 1
+            wd = dest.open_stream(fwd)
+            wd.addCallbacks(lambda w: sink.attach(dest, w), sink.fail)
+            return tracked
+
+        def chain(r):
+            result.callback(r)
+
+        def failed(f):
+            sink.fail(f)
+            result.errback(f)
+
+        d.addCallback(connected).addCallbacks(chain, failed)
+        return sink, result
+
+    def forward_reply(self, conn, request, response):
+        """Relay a response back to the previous hop as an answer to request."""
+        h = response.headers
+        items = [("To-Path", _rest(h["To-Path"]) or request.headers["From-Path"]),
+                 ("From-Path", _first_uri(request.headers["To-Path"]) + " " + h["From-Path"])]
+        items.extend(list(h)[2:])
+        return self._write_response(conn, Response(request.tid, response.code, response.comment, items))
+
+
+@implementer(IWritabilityObserver)
+class _ProducerThrottle:
+    """Maps a destination's writability onto a body producer."""
+
+    writable = True
+
+    def __init__(self, producer):
+        self.producer = producer
+        self.paused = False
+
+    def pause_producing(self):
+        if not self.paused:
+            self.paused = True
+            self.producer.pauseProducing()
+
+    def resume_producing(self):
+        if self.paused:
+            self.paused = False
+            self.producer.resumeProducing()
+
+
+@implementer(IBodySink, IWritabilityObserver)
+class _ForwardingSink:
+    """Passes a streamed body from a source connection to a writer.
+
+    Until the writer exists the source is paused and what already arrived
+    (at most a read or two) is held; afterwards data flows straight through
+    and the source is paused whenever the destination's buffer is full.
+    """
+
+    writable = True
+
+    def __init__(self, source):
+        self.source = source
+        self.dest = None
+        self.writer = None
+        self.held = []
+        self.ended = None
+        self.aborted = False
+        self.failed = False
+        self.paused = True
+        source.pause_reading()
+
+    def attach(self, dest, writer):
+        self.dest = dest
+        self.writer = writer
+        for data in self.held:
+            writer.write(data)
+        self.held = []
+        if self.aborted:
+            writer.abort()
+        elif self.ended is not None:
+            writer.end(self.ended)
+        else:
+            dest.add_writability_observer(self)
+            if dest.writable:
+                self._resume_source()
+
+    def fail(self, f):
+        self.failed = True
+        self.held = []
+        self._resume_source()
+        return None
+
+    def _resume_source(self):
+        if self.paused:
+            self.paused = False
+            self.source.resume_reading()
+
+    def _finish(self):
+        if self.dest is not None:
+            self.dest.remove_writability_observer(self)
+        self._resume_source()
+
+    # IBodySink
+    def body_data(self, data):
+        if self.writer is not None:
+            self.writer.write(data)
+        elif not self.failed:
+            self.held.append(data)
+
+    def body_end(self, flag):
+        if self.writer is not None:
+            self.writer.end(flag)
+            self._finish()
+        else:
+            self.ended = flag
+
+    def body_aborted(self, reason):
+        if self.writer is not None:
+            self.writer.abort()
+            self._finish()
+        else:
+            self.aborted = True
+
+    # IWritabilityObserver (of the destination)
+    def pause_producing(self):
+        if not self.paused:
+            self.paused = True
+            self.source.pause_reading()
+
+    def resume_producing(self):
+        self._resume_source()
+
+
+def _comment(text):
+    """A reason safe for a start line (no CR/LF, bounded)."""
+    return " ".join(str(text).split())[:200]
+
+
+__all__ = [
+    "TransactionManager", "IRequestHandler", "TransactionError", "TransactionTimeout",
+    "TransactionConnectionLost", "KNOWN_METHODS", "DEFAULT_TIMEOUT", "MSRPError",
+]

@@ -1,0 +1,3 @@
+from twisted.application.service import ServiceMaker
+
+msrp = ServiceMaker("msrp", "msrp_twisted.tap", "RFC 4976 MSRP relay", "msrp")
