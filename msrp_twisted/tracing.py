@@ -149,7 +149,9 @@ def _check_transport(value, text):
     if transport in ("udp", "tcp"):
         return transport
     if transport == "tls":
-        raise ValueError(f"trace destination {text!r}: transport 'tls' is not supported (udp or tcp)")
+        raise ValueError(
+            f"trace destination {text!r}: transport 'tls' is not supported (udp or tcp)"
+        )
     raise ValueError(f"trace destination {text!r}: unknown transport {value!r} (udp or tcp)")
 
 
@@ -158,7 +160,9 @@ def _check_version(value, text):
         raise ValueError(f"trace destination {text!r}: version {value!r} is not a number")
     version = int(value)
     if version in (1, 2):
-        raise ValueError(f"trace destination {text!r}: HEP version {version} is not supported, only 3")
+        raise ValueError(
+            f"trace destination {text!r}: HEP version {version} is not supported, only 3"
+        )
     if version != 3:
         raise ValueError(f"trace destination {text!r}: there is no HEP version {version}")
     return version
@@ -173,7 +177,9 @@ def _split_host_port(hostport, text, default_port):
             raise ValueError(f"trace destination {text!r}: '[' without a closing ']' in host")
         host, after = hostport[1:close], hostport[close + 1 :]
         if not _is_ipv6(host):
-            raise ValueError(f"trace destination {text!r}: {host!r} in brackets is not an IPv6 address")
+            raise ValueError(
+                f"trace destination {text!r}: {host!r} in brackets is not an IPv6 address"
+            )
         host = str(ipaddress.IPv6Address(host))
         if after and not after.startswith(":"):
             raise ValueError(f"trace destination {text!r}: unexpected {after!r} after the host")
@@ -357,7 +363,10 @@ class HEPTCPSender(Factory):
         if max_queue < 0:
             raise ValueError(f"max_queue must be >= 0, got {max_queue!r}")
         if not (initial_delay > 0 and max_delay >= initial_delay and factor >= 1 and jitter >= 0):
-            raise ValueError("backoff needs initial_delay > 0, max_delay >= initial_delay, factor >= 1, jitter >= 0")
+            raise ValueError(
+                "backoff needs initial_delay > 0, max_delay >= initial_delay,"
+                " factor >= 1 and jitter >= 0"
+            )
         if reactor is None:
             from twisted.internet import reactor
         self._reactor = reactor
@@ -374,9 +383,9 @@ class HEPTCPSender(Factory):
             endpoint = TCP4ClientEndpoint(reactor, str(address), port, timeout=connect_timeout)
         else:
             endpoint = TCP6ClientEndpoint(reactor, str(address), port, timeout=connect_timeout)
-        self._service = ClientService(
-            endpoint, self, retryPolicy=self.retry_delay, clock=clock if clock is not None else reactor
-        )
+        if clock is None:
+            clock = reactor
+        self._service = ClientService(endpoint, self, retryPolicy=self.retry_delay, clock=clock)
         self._queue = deque()
         self._connection = None
         self._closed = False
@@ -466,7 +475,8 @@ class HEPTCPSender(Factory):
 
     def _attach(self, connection):
         self._connection = connection
-        self.log.info("HEP collector {host}:{port} connected", host=self.destination[0], port=self.destination[1])
+        host, port = self.destination
+        self.log.info("HEP collector {host}:{port} connected", host=host, port=port)
         self._flush()
 
     def _detach(self, connection, reason):
@@ -480,7 +490,7 @@ class HEPTCPSender(Factory):
     def _flush(self):
         connection = self._connection
         queue = self._queue
-        while queue and connection is not None and not connection.paused and self._connection is connection:
+        while queue and connection is self._connection and not connection.paused:
             connection.transport.write(queue.popleft())
             self._sent += 1
         if not queue:
@@ -498,7 +508,9 @@ def open_sender(destination, reactor=None, clock=None, **options):
     if destination.transport == "udp":
         sender = HEPUDPSender(destination.host, destination.port, reactor=reactor, **options)
     else:
-        sender = HEPTCPSender(destination.host, destination.port, reactor=reactor, clock=clock, **options)
+        sender = HEPTCPSender(
+            destination.host, destination.port, reactor=reactor, clock=clock, **options
+        )
     return sender.start()
 
 
@@ -554,7 +566,7 @@ class Tracer:
         homer5_delim=None,
         message_proto_type=MESSAGE_PROTO_TYPE,
     ):
-        if isinstance(capture_id, bool) or not isinstance(capture_id, int) or not 0 <= capture_id < 2**32:
+        if not isinstance(capture_id, int) or isinstance(capture_id, bool) or capture_id >> 32:
             raise ValueError(f"capture_id must be an unsigned 32-bit int, got {capture_id!r}")
         if isinstance(auth_key, str):
             auth_key = auth_key.encode("utf-8")
@@ -602,7 +614,9 @@ class Tracer:
         try:
             wire_event, ok_text, fail_text = EVENTS[event]
         except (KeyError, TypeError):
-            raise ValueError(f"unknown trace event {event!r}; expected one of {sorted(EVENTS)}") from None
+            raise ValueError(
+                f"unknown trace event {event!r}; expected one of {sorted(EVENTS)}"
+            ) from None
         try:
             if not self._traced(conn):
                 return False
@@ -615,9 +629,8 @@ class Tracer:
                 message,
                 self.homer5_delim,
             )
-            return self._emit(
-                conn, hep.PROTO_NET, conn.remote_host, conn.remote_port, conn.local_host, conn.local_port, payload
-            )
+            ends = (conn.remote_host, conn.remote_port, conn.local_host, conn.local_port)
+            return self._emit(conn, hep.PROTO_NET, *ends, payload)
         finally:
             if event == "CLOSED":
                 self.forget(conn)
@@ -701,7 +714,11 @@ class Tracer:
             data = packet.encode()
         except (ValueError, TypeError) as e:
             self._dropped += 1
-            self.log.warn("Cannot build a HEP trace for connection {conn_id}: {error}", conn_id=conn.conn_id, error=e)
+            self.log.warn(
+                "Cannot build a HEP trace for connection {conn_id}: {error}",
+                conn_id=conn.conn_id,
+                error=e,
+            )
             return False
         try:
             accepted = self.sender.send(data)
@@ -782,9 +799,9 @@ def load_filter(dotted_name):
             except ModuleNotFoundError as e:
                 if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
                     continue  # no such module: maybe the last part is an attribute
-                raise ValueError(f"trace filter {name!r}: importing {module_name!r} failed: {e}") from e
+                raise _import_failed(name, module_name, e) from e
             except Exception as e:
-                raise ValueError(f"trace filter {name!r}: importing {module_name!r} failed: {e!r}") from e
+                raise _import_failed(name, module_name, e) from e
             obj = _resolve(module, parts[split:], module_name, name)
             break
         else:
@@ -806,9 +823,13 @@ def _import(module_name, name):
     except ModuleNotFoundError as e:
         if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
             raise ValueError(f"trace filter {name!r}: no module {module_name!r}") from e
-        raise ValueError(f"trace filter {name!r}: importing {module_name!r} failed: {e}") from e
+        raise _import_failed(name, module_name, e) from e
     except Exception as e:
-        raise ValueError(f"trace filter {name!r}: importing {module_name!r} failed: {e!r}") from e
+        raise _import_failed(name, module_name, e) from e
+
+
+def _import_failed(name, module_name, error):
+    return ValueError(f"trace filter {name!r}: importing {module_name!r} failed: {error!r}")
 
 
 def _resolve(obj, attrs, module_name, name):
@@ -817,6 +838,8 @@ def _resolve(obj, attrs, module_name, name):
         try:
             obj = getattr(obj, attr)
         except AttributeError:
-            raise ValueError(f"trace filter {name!r}: {where!r} has no attribute {attr!r}") from None
+            raise ValueError(
+                f"trace filter {name!r}: {where!r} has no attribute {attr!r}"
+            ) from None
         where = f"{where}.{attr}"
     return obj

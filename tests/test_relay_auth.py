@@ -147,10 +147,26 @@ class VerifyTests(AuthenticatorMixin, SynchronousTestCase):
         self.assertFreshChallenge(result, stale=False)
 
     def test_malformed(self):
+        logs = LogCapture(self)
         result = self.verify('Digest username="alice", nonce="x')
         self.assertOutcome(result, Outcome.BAD_REQUEST, 400)
-        self.assertIn("unterminated", result.reason)
+        self.assertEqual(result.reason, "Bad Request (malformed Authorization)")
         self.assertIsNone(result.www_authenticate)
+        self.assertTrue(any("unterminated" in t for t in logs.texts()))
+
+    def test_missing_scheme_is_malformed(self):
+        result = self.verify('username="alice", nonce="x"')
+        self.assertOutcome(result, Outcome.BAD_REQUEST, 400)
+
+    def test_client_text_not_reflected(self):
+        logs = LogCapture(self)
+        result = self.verify(self.credentials(edit={"qop": "q" * 5000}))
+        self.assertEqual(result.reason, "Bad Request (unsupported qop)")
+        self.assertFalse(any("q" * 100 in t for t in logs.texts()))
+
+    def test_oversized_cnonce(self):
+        creds = self.credentials(edit={"cnonce": "c" * 257})
+        self.assertOutcome(self.verify(creds), Outcome.BAD_REQUEST, 400)
 
     def test_missing_parameters(self):
         for name in ("username", "realm", "nonce", "response", "qop", "nc", "cnonce"):
@@ -570,6 +586,7 @@ class EndToEndTests(AuthenticatorMixin, SynchronousTestCase):
         self.verify('Digest username="alice", response="x')
         texts = self.logs.texts()
         self.assertTrue(any("AUTH accepted for user 'alice'" in t for t in texts))
+        self.assertTrue(any("nonce expired" in t for t in texts))
         self.assertTrue(any("forbidden" in t and "wrong password" in t for t in texts))
         self.logs.assertNoSecret(self, ALICE_HA1, ALICE_PASSWORD, "wrong guess",
                                  "mallory pw")

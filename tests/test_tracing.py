@@ -1,5 +1,6 @@
 """HEP tracing: destinations, real UDP/TCP collectors, reconnects, the filter."""
 
+import ipaddress
 import json
 from dataclasses import dataclass
 
@@ -143,7 +144,9 @@ def expected_payload(label, event, status, message):
 
 
 class NetEventAssertions:
-    def assertNetEvent(self, packet, conn, event, status, message, capture_id=1, auth_key=None, when=T0):
+    def assertNetEvent(
+        self, packet, conn, event, status, message, capture_id=1, auth_key=None, when=T0
+    ):
         self.assertEqual(packet.ip_protocol, hep.IPPROTO_TCP)
         self.assertEqual(packet.proto_type, hep.PROTO_NET)
         version = 6 if ":" in conn.local_host else 4
@@ -338,6 +341,10 @@ def free_tcp_port():
     return port, probe.stopListening()
 
 
+def ends(packet):
+    return (packet.src_ip, packet.src_port, packet.dst_ip, packet.dst_port)
+
+
 def delays(clock):
     return sorted(round(call.getTime() - clock.seconds(), 6) for call in clock.getDelayedCalls())
 
@@ -400,7 +407,14 @@ class TCPTracingTests(TestCase, NetEventAssertions):
         port = collector.listen()
         self.addCleanup(collector.go_away)
         sender = self.sender(
-            "127.0.0.1", port, clock=clock, initial_delay=1.0, factor=2.0, max_delay=5.0, jitter=0, max_queue=10
+            "127.0.0.1",
+            port,
+            clock=clock,
+            initial_delay=1.0,
+            factor=2.0,
+            max_delay=5.0,
+            jitter=0,
+            max_queue=10,
         )
         yield sender.whenConnected()
         sender.send(hep.HEPPacket(correlation_id=b"1").encode())
@@ -551,8 +565,11 @@ class TCPBackpressureTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(sender.whenDisconnected()))
 
     def test_retry_delay(self):
-        sender = HEPTCPSender("127.0.0.1", 9060, reactor=Clock(), initial_delay=0.5, factor=2, max_delay=30, jitter=0)
-        self.assertEqual([sender.retry_delay(n) for n in (1, 2, 3, 7, 8, 5000)], [0.5, 1, 2, 30, 30, 30])
+        sender = HEPTCPSender(
+            "127.0.0.1", 9060, reactor=Clock(), initial_delay=0.5, factor=2, max_delay=30, jitter=0
+        )
+        attempts = (1, 2, 3, 7, 8, 5000)
+        self.assertEqual([sender.retry_delay(n) for n in attempts], [0.5, 1, 2, 30, 30, 30])
         sender.jitter = 0.1
         for n in (1, 4, 100):
             base = min(0.5 * 2 ** (n - 1), 30)
@@ -619,8 +636,22 @@ class TracerTests(SynchronousTestCase, NetEventAssertions):
         self.assertEqual(
             calls,
             [
-                dict(si="10.0.0.1", sp=40000, socket_ip="10.0.0.2", socket_port=2855, proto="msrps", direction="in"),
-                dict(si="127.0.0.1", sp=40000, socket_ip="127.0.0.1", socket_port=2855, proto="msrp", direction="out"),
+                dict(
+                    si="10.0.0.1",
+                    sp=40000,
+                    socket_ip="10.0.0.2",
+                    socket_port=2855,
+                    proto="msrps",
+                    direction="in",
+                ),
+                dict(
+                    si="127.0.0.1",
+                    sp=40000,
+                    socket_ip="127.0.0.1",
+                    socket_port=2855,
+                    proto="msrp",
+                    direction="out",
+                ),
             ],
         )
         self.assertEqual(len(sender.packets), 5)
@@ -728,8 +759,8 @@ class TracerTests(SynchronousTestCase, NetEventAssertions):
             self.assertEqual(packet.ip_protocol, 6)
             self.assertEqual(packet.correlation_id, b"12")
             self.assertEqual((packet.timestamp, packet.timestamp_usec), (1700000000, 623456))
-        self.assertEqual((received.src_ip, received.src_port, received.dst_ip, received.dst_port), ("10.0.0.1", 40000, "10.0.0.2", 2855))
-        self.assertEqual((sent.src_ip, sent.src_port, sent.dst_ip, sent.dst_port), ("10.0.0.2", 2855, "10.0.0.1", 40000))
+        self.assertEqual(ends(received), ("10.0.0.1", 40000, "10.0.0.2", 2855))
+        self.assertEqual(ends(sent), ("10.0.0.2", 2855, "10.0.0.1", 40000))
         self.assertEqual(len(calls), 1)
 
     def test_huge_message_is_truncated_to_fit(self):
@@ -745,12 +776,14 @@ class TracerTests(SynchronousTestCase, NetEventAssertions):
 
     def test_address_families_are_made_consistent(self):
         tracer, sender, _ = self.tracer()
-        tracer.connection_event(Conn(1, local_host="::ffff:127.0.0.1", remote_host="127.0.0.1"), "ACCEPTED")
+        mapped_local = Conn(1, local_host="::ffff:127.0.0.1", remote_host="127.0.0.1")
+        tracer.connection_event(mapped_local, "ACCEPTED")
         tracer.connection_event(Conn(2, local_host="::1", remote_host="127.0.0.1"), "ACCEPTED")
         tracer.connection_event(Conn(3, local_host="::1", remote_host="[2001:db8::1]"), "ACCEPTED")
         a, b, c = sender.packets
         self.assertEqual((a.ip_family, a.src_ip, a.dst_ip), (2, "127.0.0.1", "127.0.0.1"))
-        self.assertEqual((b.ip_family, b.src_ip, b.dst_ip), (10, str(__import__("ipaddress").IPv6Address("::ffff:127.0.0.1")), "::1"))
+        mapped = str(ipaddress.IPv6Address("::ffff:127.0.0.1"))
+        self.assertEqual((b.ip_family, b.src_ip, b.dst_ip), (10, mapped, "::1"))
         self.assertEqual((c.ip_family, c.src_ip, c.dst_ip), (10, "2001:db8::1", "::1"))
 
     def test_unbuildable_trace_is_dropped_and_logged(self):

@@ -358,7 +358,9 @@ def _check_addresses(packet, seen):
     if versions and family in _VERSION_OF_FAMILY:
         (version,) = versions
         if _VERSION_OF_FAMILY[family] != version:
-            raise HEPDecodeError(f"ip_family {family} does not match the IPv{version} address chunks")
+            raise HEPDecodeError(
+                f"ip_family {family} does not match the IPv{version} address chunks"
+            )
 
 
 class HEPStreamDecoder:

@@ -103,7 +103,7 @@ _TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
 TOKEN_RE = re.compile(rf"{_TOKEN}\Z")
 URI_PARAMETER_RE = re.compile(rf"({_TOKEN})(?:=({_TOKEN}))?\Z")
 
-# RFC 4975 section 9 (To-Path, From-Path) and RFC 4976 section 9 (Use-Path):
+# RFC 4975 section 9 (To-Path, From-Path; RFC 4976 defines Use-Path alike):
 #   To-Path     = "To-Path:" SP MSRP-URI *( SP MSRP-URI )
 # Leniency: runs of SP or HTAB separate URIs, and leading or trailing
 # blanks are ignored.
@@ -156,25 +156,23 @@ class MSRPURI:
         set_(self, "transport", _check_transport(transport))
         set_(self, "userinfo", _check_userinfo(userinfo))
         set_(self, "params", _check_params(params))
-        # RFC 4975 section 6.1, as read here (rule by rule):
-        # - "The scheme must match. Scheme comparison is case insensitive."
-        #   The scheme is stored lower-cased, so msrp and msrps never match.
-        # - Userinfo is not considered in the comparison: it is left out.
-        # - The authority is compared for address equivalence when it is an
-        #   IP address (IPv6 in canonical form, so "0:0::1" == "::1" and hex
-        #   case does not matter), after decoding percent-encoded unreserved
-        #   characters (RFC 3986 section 6.2.2.2), and otherwise as a
-        #   case-insensitive string. No name resolution is done: a host name
-        #   never equals an address.
-        # - "If the port exists explicitly in either URI, then it must match
-        #   exactly. A URI with an explicit port is never equivalent to
-        #   another with no port specified": the port as written (None when
-        #   absent) takes part, so "h" != "h:2855" even though both are
-        #   reached on 2855.
-        # - The session-id is compared case-sensitively, as written (the
-        #   percent-encoding normalization of the rules applies to the
-        #   authority only); a URI without one never equals a URI with one.
-        # - Transports that differ never match; the transport is compared
+        # The comparison key, RFC 4975 section 6.1 as read here, rule by rule:
+        # - Schemes must match, case-insensitively: stored lower-cased, so
+        #   msrp and msrps never match.
+        # - Userinfo takes no part in the comparison: left out.
+        # - The authority: an IP address is compared as an address (IPv6 in
+        #   canonical form, so "0:0::1" == "::1" whatever the hex case); a
+        #   name is compared case-insensitively after percent-encoded
+        #   unreserved characters are decoded (RFC 3986 section 6.2.2.2).
+        #   No name resolution: a host name never equals an address.
+        # - A port present in either URI must match exactly, and a URI with
+        #   an explicit port never equals one without: the port as written
+        #   (None when absent) takes part, so "h" != "h:2855" although both
+        #   are reached on 2855.
+        # - The session-id is compared case-sensitively and as written (the
+        #   percent-encoding normalization is stated for the authority only);
+        #   a URI without one never equals a URI with one.
+        # - Different transports never match; the transport is compared
         #   case-insensitively.
         # - Other URI parameters are not among the compared parts: ignored.
         set_(
@@ -259,6 +257,12 @@ class MSRPURI:
         Always carries a port so that it can label a connection target.
         """
         return f"{self._bracketed_host()}:{self.effective_port}"
+
+    @property
+    def host_key(self):
+        """The host as section 6.1 compares it: canonical IPv6, lower-cased
+        name with unreserved escapes decoded. For matching hosts alone."""
+        return self._key[1]
 
     @property
     def hostport(self):
@@ -372,6 +376,8 @@ def _check_userinfo(userinfo):
 
 
 def _check_params(params):
+    if not params:
+        return ()
     checked = []
     for param in params:
         try:

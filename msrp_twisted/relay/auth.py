@@ -7,7 +7,7 @@ testable with task.Clock.
 
 Nonces are stateless and self-validating: issue time, a per-instance epoch, a
 serial number and random bytes, authenticated with HMAC-SHA256 under a secret
-only this process knows.  Only nonces that have actually been used take
+only the relay knows (random per process unless configured).  Only nonces that have actually been used take
 memory (their last nonce-count, for replay detection), and that table is
 bounded.
 
@@ -45,6 +45,7 @@ __all__ = [
 _HA1_RE = re.compile(r"[0-9a-fA-F]{32}\Z")
 _RESPONSE_RE = _HA1_RE
 _NC_RE = re.compile(r"[0-9a-fA-F]{8}\Z")
+_MAX_CNONCE = 256
 _TOKEN_RE = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
 
 
@@ -364,9 +365,9 @@ class DigestAuthenticator:
     def _refuse(self, outcome, code, reason, why, username=None, challenge=False,
                 stale=False, level="info"):
         getattr(self.log, level)(
-            "AUTH refused ({outcome}) for user {username!r} in realm {realm!r}: "
-            "{why}",
-            outcome=outcome.value, username=username, realm=self.realm, why=why,
+            "AUTH refused ({outcome}) for user {user} in realm {realm!r}: {why}",
+            outcome=outcome.value, realm=self.realm, why=why,
+            user="-" if username is None else _show(username),
         )
         www = self.challenge(stale=stale) if challenge else None
         return AuthResult(outcome, code, reason, username, www)
@@ -414,6 +415,9 @@ class DigestAuthenticator:
         if not _NC_RE.match(params["nc"]) or int(params["nc"], 16) == 0:
             return self._bad_request("invalid nc", "nc %s" % _show(params["nc"]),
                                      username)
+        if len(params["cnonce"]) > _MAX_CNONCE:
+            # It is echoed in Authentication-Info: keep that bounded.
+            return self._bad_request("invalid cnonce", "cnonce too long", username)
         if not _RESPONSE_RE.match(params["response"]):
             return self._bad_request("invalid response",
                                      "response is not 32 hex digits", username)
@@ -477,11 +481,15 @@ class DigestAuthenticator:
         # stale=true is honest (RFC 2617 3.2.1) and it can retry unprompted.
         now = self._clock.seconds()
         age = now - issued
-        if epoch != self._epoch or not -self.nonce_expire <= age <= self.nonce_expire:
-            return self._refuse(
-                Outcome.STALE, 401, "Unauthorized (stale nonce)",
-                "nonce expired", username, challenge=True, stale=True,
-            )
+        if epoch != self._epoch:
+            why = "nonce from an earlier run"
+        elif not -self.nonce_expire <= age <= self.nonce_expire:
+            why = "nonce expired"
+        else:
+            why = None
+        if why is not None:
+            return self._refuse(Outcome.STALE, 401, "Unauthorized (stale nonce)",
+                                why, username, challenge=True, stale=True)
         nc = int(params["nc"], 16)
         refusal = self._count(nonce, serial, issued, nc, now)
         if refusal is not None:
@@ -501,8 +509,8 @@ class DigestAuthenticator:
             "cnonce": params["cnonce"],
             "nc": params["nc"],
         })
-        self.log.info("AUTH accepted for user {username!r} in realm {realm!r}",
-                      username=username, realm=self.realm)
+        self.log.info("AUTH accepted for user {user} in realm {realm!r}",
+                      user=_show(username), realm=self.realm)
         return AuthResult(Outcome.OK, 200, "OK", username,
                           authentication_info=info)
 

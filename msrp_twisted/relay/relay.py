@@ -61,10 +61,10 @@ class Relay:
         if isinstance(uri, str):
             uri = parse_uri(uri, require_transport=False)
         self.uris.append(uri)
-        self._own.add((uri.host.lower(), uri.effective_port))
+        self._own.add((uri.host_key, uri.effective_port))
 
     def is_own(self, uri):
-        return (uri.host.lower(), uri.effective_port) in self._own
+        return (uri.host_key, uri.effective_port) in self._own
 
     # -- IRequestHandler -------------------------------------------------
     def head_received(self, conn, request):
