@@ -87,6 +87,9 @@ OPTIONS = {
     "tls_handshake_timeout": (100, _int(1, 3600000), "ms for a TLS handshake, inbound and outbound"),
     "cert_check_on_conn_reusage": (0, _flag,
                                    "reuse outbound TLS connections only if made with the same client certificate (0/1)"),
+    "max_chunk_size": (16 * 1024 * 1024, _int(0, 2**62),
+                       "largest chunk body in bytes (0 = no limit); relayed bodies stream through, "
+                       "so this bounds no buffer"),
     "msg_read_timeout": (4.0, _float(0.001), "s for a message head to arrive / a body to make progress"),
     "idle_timeout": (120.0, _float(1.0), "s without traffic before a connection is closed"),
     "transaction_timeout": (30.0, _float(0.001), "s to wait for a response (RFC 4975: 30)"),
@@ -122,6 +125,7 @@ class MSRPConfig:
     max_msg_chunks: int = 4
     tls_handshake_timeout: int = 100
     cert_check_on_conn_reusage: int = 0
+    max_chunk_size: int = 16 * 1024 * 1024
     msg_read_timeout: float = 4.0
     idle_timeout: float = 120.0
     transaction_timeout: float = 30.0

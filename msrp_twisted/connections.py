@@ -7,6 +7,7 @@ ones by the From-Path authorities that arrived on them), connect attempts in
 progress, statistics and the observers of connection events.
 """
 
+import ipaddress
 import re
 from types import SimpleNamespace
 
@@ -27,13 +28,6 @@ from .protocol import ConnectionClosed, MSRPProtocol, TransportSettings, _conn_i
 log = Logger()
 
 DEFAULT_PORT = 2855
-
-_LISTEN_RE = re.compile(
-    r"(?P<scheme>msrps?):(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[^:\[\];]+))(?::(?P<port>[0-9]+))?"
-    r"(?P<params>(?:;[^;]*)*)\Z",
-    re.I,
-)
-
 
 class ListenerSpecError(ValueError):
     """A listener description that is not msrp[s]:IP[:PORT]."""
@@ -62,36 +56,70 @@ class ListenerSpec:
 
 
 def parse_listener(text):
-    """Parse 'msrp:IP[:PORT]' / 'msrps:[IPv6][:PORT]' (plus ';name=value' TLS params)."""
-    import ipaddress
+    """Parse 'msrp:IP[:PORT]' / 'msrps:[IPv6][:PORT]' (plus ';name=value' TLS params).
 
-    m = _LISTEN_RE.match(text.strip())
-    if m is None:
+    Raises ListenerSpecError saying what is wrong with the text.
+    """
+    if not isinstance(text, str):
+        raise ListenerSpecError("a listener is a string like msrp:IP[:PORT], not %r" % (text,))
+    stripped = text.strip()
+    scheme, sep, rest = stripped.partition(":")
+    scheme = scheme.lower()
+    if not sep or scheme not in ("msrp", "msrps"):
         raise ListenerSpecError(
-            "bad listener %r: expected msrp:IP[:PORT] or msrps:IP[:PORT] "
-            "(IPv6 in brackets, e.g. msrp:[::1]:2855)" % (text,))
-    host = m.group("v6") or m.group("host")
+            "bad listener %r: it must start with msrp: or msrps: "
+            "(msrp:IP[:PORT], IPv6 in brackets, e.g. msrp:[::1]:2855)" % (text,))
+    if rest.startswith("//"):
+        raise ListenerSpecError(
+            "bad listener %r: write %s:IP[:PORT], not a URI" % (text, scheme))
+    rest, _, params_text = rest.partition(";")
+    if rest.startswith("["):
+        close = rest.find("]")
+        if close < 0:
+            raise ListenerSpecError("bad listener %r: '[' without ']' around the IPv6 address" % (text,))
+        host, after = rest[1:close], rest[close + 1:]
+        if after and not after.startswith(":"):
+            raise ListenerSpecError("bad listener %r: %r after the IPv6 address" % (text, after))
+        port_text = after[1:] if after else None
+        version = 6
+    else:
+        if rest.count(":") > 1:
+            raise ListenerSpecError(
+                "bad listener %r: put the IPv6 address in brackets, e.g. %s:[::1]:2855" % (text, scheme))
+        host, sep, port_text = rest.partition(":")
+        if not sep:
+            port_text = None
+        version = 4
+    if not host:
+        raise ListenerSpecError("bad listener %r: no IP address" % (text,))
     try:
         addr = ipaddress.ip_address(host)
     except ValueError:
-        raise ListenerSpecError("bad listener %r: %r is not an IP address" % (text, host)) from None
-    if m.group("host") and addr.version == 6:
-        raise ListenerSpecError("bad listener %r: put the IPv6 address in brackets" % (text,))
-    port = int(m.group("port")) if m.group("port") else DEFAULT_PORT
-    if not 0 <= port <= 65535:
-        raise ListenerSpecError("bad listener %r: port %d out of range" % (text, port))
+        raise ListenerSpecError(
+            "bad listener %r: %r is not an IP%s address (a listener binds to an "
+            "address, not a host name)" % (text, host, "v6" if version == 6 else "")) from None
+    if addr.version != version:
+        raise ListenerSpecError("bad listener %r: %s is not an IPv6 address" % (text, host))
+    if port_text is None:
+        port = DEFAULT_PORT
+    else:
+        if not port_text or not port_text.isascii() or not port_text.isdigit():
+            raise ListenerSpecError("bad listener %r: port %r is not a number" % (text, port_text))
+        port = int(port_text)
+        if port > 65535:
+            raise ListenerSpecError("bad listener %r: port %d out of range (0-65535)" % (text, port))
     params = {}
-    for item in filter(None, m.group("params").split(";")):
-        name, _, value = item.partition("=")
+    for item in filter(None, (p.strip() for p in params_text.split(";"))) if _ else ():
+        name, _eq, value = item.partition("=")
         name = name.strip().lower()
         if name not in ("cert", "key", "ca", "verify_client"):
             raise ListenerSpecError(
                 "bad listener %r: unknown parameter %r (known: cert, key, ca, verify_client)"
                 % (text, name))
         params[name] = value.strip()
-    if params and m.group("scheme").lower() != "msrps":
+    if params and scheme != "msrps":
         raise ListenerSpecError("bad listener %r: TLS parameters on a plain msrp listener" % (text,))
-    return ListenerSpec(m.group("scheme").lower(), str(addr), port, params)
+    return ListenerSpec(scheme, str(addr), port, params)
 
 
 class _ServerFactory(Factory):

@@ -6,11 +6,60 @@ send_timeout on writes that cannot be flushed and the TLS handshake timeout.
 Parsed messages go to an IMessageHandler (the transaction layer); frames
 written to it are serialized in order, with streamed bodies holding the
 write side until their end-line is written.
+
+max_msg_chunks, exactly
+-----------------------
+proto_msrp counts every read() that leaves a message incomplete and drops
+the connection when the count reaches max_msg_chunks; a large chunk that
+arrives in many full-sized TCP reads is cut off like a slow-drip attack.
+Here only *small* reads count:
+
+    A read (one dataReceived call: one recv() on TCP, one TLS record's
+    plaintext on TLS) is a fragment when, after the parser has consumed
+    it, a message is still incomplete and the read carried fewer than
+    ``fragment_min_bytes`` (1024) bytes. The connection is closed
+    (MAX_MSG_CHUNKS) when one message has collected ``max_msg_chunks``
+    fragments. The count starts again after every complete (or invalid
+    but delimited) message, not when a head completes; a small read that
+    ends one message and starts the next counts for the next one, as in
+    proto_msrp. A read that completes a message is never counted.
+    max_msg_chunks = 0 disables the check.
+
+So with the default 4, a message dribbled one byte per read is dropped at
+its 4th read, while a 1 MiB chunk in 64 KiB reads collects no fragment.
+The rule is sound as a guard: every message gets at most
+max_msg_chunks - 1 reads of under 1 KiB, and each of its other reads but
+the first and the last brings at least 1 KiB of it, so the reads a peer
+can make us do are bounded by a constant per message plus one per KiB
+received (and the message size by max_body). What it cannot tell apart
+from an attack is a legitimate sender whose data arrives in pieces under
+1 KiB, e.g. a body streamed in small TLS records or a path MTU below
+~1 KiB; raise fragment_min_bytes down or max_msg_chunks up for those.
+
+Timers
+------
+* msg_read_timeout: a message's head must be complete within it from its
+  first byte, and while its body arrives every read restarts it (the body
+  must progress). It is suspended while reading is paused for backpressure.
+* idle_timeout: closes (gracefully) a connection without traffic in either
+  direction, never before keep_alive_until().
+* send_timeout: armed when the transport's write buffer is full (it calls
+  our pauseProducing); if nothing at all was flushed to the socket by the
+  time it fires the connection is aborted, otherwise it is armed again.
+  resumeProducing (buffer drained) cancels it.
+* tls_handshake_timeout: from TCP connect to handshakeCompleted.
+A value of 0 disables any of them.
+
+Connection events, in order: ACCEPTED or CONNECTED (TCP is up), for msrps
+TLS_HANDSHAKE (success or failure), the reason of a close we initiate
+(FRAMING, MAX_MSG_CHUNKS, READ_TIMEOUT, SEND_TIMEOUT, IDLE), CLOSED. Every
+connection that had an ACCEPTED/CONNECTED gets exactly one CLOSED.
 """
 
 import itertools
 from dataclasses import dataclass
 
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -68,7 +117,8 @@ class IMessageHandler(Interface):
         """A delimited but invalid frame (core MessageError)."""
 
     def connection_lost(conn, reason):
-        """The connection closed; reason is a short text."""
+        """The connection closed; reason is a short text. Only called for
+        connections that were passed to connection_made."""
 
 
 class IBodySink(Interface):
@@ -86,8 +136,10 @@ class IConnectionObserver(Interface):
     """Gets connection events (tracing, statistics, logs)."""
 
     def connection_event(conn, event, success, message):
-        """event: ACCEPTED, CONNECTED, CLOSED, CONNECT, TLS_HANDSHAKE,
-        MAX_MSG_CHUNKS, SEND_TIMEOUT, READ_TIMEOUT, IDLE, FRAMING."""
+        """event: ACCEPTED, CONNECTED, CONNECT (failed connect attempt),
+        TLS_HANDSHAKE, MAX_MSG_CHUNKS, SEND_TIMEOUT, READ_TIMEOUT, IDLE,
+        FRAMING, CLOSED. conn has conn_id, scheme, direction, local_host,
+        local_port, remote_host and remote_port."""
 
 
 class IWritabilityObserver(Interface):
@@ -111,13 +163,13 @@ class _StreamWriter:
         self.open = True
 
     def write(self, data):
-        if self.open and self.conn.transport is not None:
+        if self.open and self.conn._can_write():
             self.conn._write(data)
 
     def end(self, flag="$"):
         if self.open:
             self.open = False
-            if self.conn.transport is not None:
+            if self.conn._can_write():
                 self.conn._write(end_line(self.tid, flag, True))
             self.conn._stream_done(self)
 
@@ -126,13 +178,19 @@ class _StreamWriter:
         self.end("#")
 
 
+def _cancel(timer):
+    if timer is not None and timer.active():
+        timer.cancel()
+
+
 @implementer(IHandshakeListener, IPushProducer)
 class MSRPProtocol(Protocol):
     """One MSRP connection, inbound or outbound, plain or TLS."""
 
     reactor = None  # set from the manager
 
-    def __init__(self, manager, direction, scheme, target=None, tls_identity=None):
+    def __init__(self, manager, direction, scheme, target=None, tls_identity=None,
+                 route_key=None):
         self.manager = manager
         self.settings = manager.settings
         self.reactor = manager.reactor
@@ -141,6 +199,7 @@ class MSRPProtocol(Protocol):
         self.scheme = scheme  # 'msrp' or 'msrps'
         self.secure = scheme == "msrps"
         self.target = target  # (host, port) we connected to, outbound only
+        self.route_key = route_key  # the manager's reuse key, outbound only
         self.tls_identity = tls_identity
         self.conn_id = next(_conn_ids)
         s = self.settings
@@ -156,17 +215,20 @@ class MSRPProtocol(Protocol):
         self.close_reason = None
         self.peer_uris = set()
         self.min_lifetime_until = 0.0
+        self._closing = False
+        self._up = False
         self._ready_waiters = []
         self._sink = None
         self._current = None
         self._parts = None
         self._fragments = 0
+        self._message_ended = False
         self._read_timer = None
         self._idle_timer = None
         self._handshake_timer = None
         self._send_timer = None
         self._write_paused = False
-        self._pending_at_pause = None
+        self._flushed_mark = None
         self._stream = None
         self._queue = []
         self._observers = []
@@ -196,37 +258,39 @@ class MSRPProtocol(Protocol):
         self.local_host, self.local_port = getattr(host, "host", None), getattr(host, "port", None)
         now = self.reactor.seconds()
         self.created = self.last_activity = now
+        self._up = True
         self.manager.connection_opened(self)
         t.registerProducer(self, True)
+        self._event("ACCEPTED" if self.direction == "in" else "CONNECTED", True,
+                    "%s %s" % ("accepted from" if self.direction == "in" else "connected to", self.peer))
         self._arm_idle()
         if self.secure:
-            self._handshake_timer = self.reactor.callLater(
-                self.settings.tls_handshake_timeout / 1000.0, self._handshake_timed_out)
+            if self.settings.tls_handshake_timeout:
+                self._handshake_timer = self.reactor.callLater(
+                    self.settings.tls_handshake_timeout / 1000.0, self._handshake_timed_out)
         else:
             self._became_ready()
 
     def handshakeCompleted(self):
-        if self._handshake_timer is not None and self._handshake_timer.active():
-            self._handshake_timer.cancel()
+        _cancel(self._handshake_timer)
         self._handshake_timer = None
-        if not self.closed:
+        if not self._closing and not self.closed:
+            self._event("TLS_HANDSHAKE", True, "TLS handshake completed with %s" % self.peer)
             self._became_ready()
 
     def _became_ready(self):
         self.ready = True
-        self._event("ACCEPTED" if self.direction == "in" else "CONNECTED", True,
-                    "%s connection %s" % ("accepted" if self.direction == "in" else "opened", self.peer))
         self.handler.connection_made(self)
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
             d.callback(self)
 
     def when_ready(self):
-        from twisted.internet.defer import Deferred, fail, succeed
-
-        if self.ready and not self.closed:
+        """A Deferred firing with self once usable (TLS done), or failing
+        with ConnectionClosed."""
+        if self.ready and not self._closing and not self.closed:
             return succeed(self)
-        if self.closed:
+        if self.closed or self._closing:
             return fail(ConnectionClosed(self.close_reason or "connection closed"))
         d = Deferred()
         self._ready_waiters.append(d)
@@ -238,38 +302,62 @@ class MSRPProtocol(Protocol):
                    event="TLS_HANDSHAKE")
 
     def close(self, reason, event=None, abort=True):
-        """Close with a reason that ends up in the log, the trace and the MI."""
-        if self.closed:
+        """Close with a reason that ends up in the log, the trace and the MI.
+
+        abort=False flushes what is buffered first, but gives up (and
+        aborts) when nothing can be flushed for send_timeout.
+        """
+        if self.closed or self._closing:
             return
+        self._closing = True
         if self.close_reason is None:
             self.close_reason = reason
         if event is not None:
             self._event(event, False, reason)
         log.info("MSRP {scheme} connection {peer} closed: {reason}",
                  scheme=self.scheme, peer=self.peer, reason=reason)
-        if self.transport is not None:
-            if abort:
-                self.transport.abortConnection()
-            else:
-                self.transport.loseConnection()
+        _cancel(self._read_timer)
+        _cancel(self._idle_timer)
+        _cancel(self._send_timer)
+        self._read_timer = self._idle_timer = self._send_timer = None
+        t = self.transport
+        if t is None:
+            return
+        if abort:
+            t.abortConnection()
+            return
+        # A registered producer keeps a TCP transport (and a TLS one) from
+        # ever finishing loseConnection: unregister first.
+        try:
+            t.unregisterProducer()
+        except RuntimeError:
+            pass
+        self._write_paused = False
+        t.loseConnection()
+        if self.settings.send_timeout and not self.closed and _pending_write_bytes(t):
+            self._flushed_mark = self._flushed()
+            self._send_timer = self.reactor.callLater(
+                self.settings.send_timeout / 1000.0, self._send_timed_out)
 
     def connectionLost(self, reason=None):
         if self.closed:
             return
         self.closed = True
+        self._closing = True
         for timer in (self._read_timer, self._idle_timer, self._handshake_timer, self._send_timer):
-            if timer is not None and timer.active():
-                timer.cancel()
+            _cancel(timer)
         self._read_timer = self._idle_timer = self._handshake_timer = self._send_timer = None
         was_ready = self.ready
-        if self.close_reason is None:
-            self.close_reason = _reason_text(reason)
-            if self.secure and not was_ready and _is_tls_error(reason):
-                self._event("TLS_HANDSHAKE", False, "TLS handshake failed: %s" % self.close_reason)
         self.ready = False
-        if was_ready or self.direction == "in":
+        if self.close_reason is None:
+            text = _reason_text(reason)
+            if self.secure and not was_ready and self._up:
+                text = "TLS handshake failed: %s" % text
+                self._event("TLS_HANDSHAKE", False, text)
+            self.close_reason = text
+        if self._up:
             self._event("CLOSED", True, self.close_reason)
-        self.manager.connection_closed(self)
+            self.manager.connection_closed(self)
         err = ConnectionClosed(self.close_reason)
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:
@@ -287,13 +375,18 @@ class MSRPProtocol(Protocol):
             except Exception:
                 log.failure("writability observer failed")
         self._observers = []
-        self._queue = []
+        queue, self._queue = self._queue, []
         self._stream = None
+        for item in queue:
+            if type(item) is not bytes:
+                item[0].errback(Failure(ConnectionClosed(self.close_reason)))
         if was_ready:
             self.handler.connection_lost(self, self.close_reason)
 
     # -- reading ---------------------------------------------------------
     def dataReceived(self, data):
+        if self._closing:
+            return
         self.bytes_in += len(data)
         self.last_activity = self.reactor.seconds()
         try:
@@ -302,29 +395,34 @@ class MSRPProtocol(Protocol):
             log.warn("MSRP framing error from {peer}: {reason}", peer=self.peer, reason=str(e))
             self.close("framing error: %s" % e, event="FRAMING")
             return
+        self._message_ended = False
         for ev in events:
-            if self.closed:
+            if self._closing:
                 return
-            self._dispatch(ev)
-        if self.closed:
+            try:
+                self._dispatch(ev)
+            except Exception:
+                log.failure("MSRP handler failed on a message from {peer}", peer=self.peer)
+                self.close("internal error while handling a message")
+                return
+        if self._closing:
             return
         parser = self.parser
-        if parser.in_message:
-            if len(data) < self.settings.fragment_min_bytes:
-                self._fragments += 1
-                limit = self.settings.max_msg_chunks
-                if limit and self._fragments >= limit:
-                    self.close("message still incomplete after %d small reads (max_msg_chunks=%d)"
-                               % (self._fragments, limit), event="MAX_MSG_CHUNKS")
-                    return
-            if parser.in_body:
-                self._arm_read_timer(reset=True)
-            else:
-                self._arm_read_timer(reset=False)
-        elif self._read_timer is not None:
-            if self._read_timer.active():
-                self._read_timer.cancel()
+        if not parser.in_message:
+            _cancel(self._read_timer)
             self._read_timer = None
+            return
+        if len(data) < self.settings.fragment_min_bytes:
+            self._fragments += 1
+            limit = self.settings.max_msg_chunks
+            if limit and self._fragments >= limit:
+                self.close("message still incomplete after %d small reads (max_msg_chunks=%d)"
+                           % (self._fragments, limit), event="MAX_MSG_CHUNKS")
+                return
+        if not self._reading_paused:
+            # A new message, or body progress, starts the clock again; a
+            # head that is still arriving keeps its deadline.
+            self._arm_read_timer(reset=self._message_ended or parser.in_body)
 
     def _dispatch(self, ev):
         t = type(ev)
@@ -335,12 +433,12 @@ class MSRPProtocol(Protocol):
                 self._parts.append(ev.data)
         elif t is _p.MessageStart:
             msg = ev.message
-            self._fragments = 0
             if msg.has_body:
                 sink = self.handler.head_received(self, msg)
                 if sink is not None:
                     self._sink = sink
                     self._current = None
+                    self._parts = None
                 else:
                     self._current = msg
                     self._parts = []
@@ -350,6 +448,7 @@ class MSRPProtocol(Protocol):
         elif t is _p.MessageEnd:
             self.messages_in += 1
             self._fragments = 0
+            self._message_ended = True
             sink = self._sink
             if sink is not None:
                 self._sink = None
@@ -366,14 +465,17 @@ class MSRPProtocol(Protocol):
         else:  # InvalidMessage
             self.messages_in += 1
             self._fragments = 0
+            self._message_ended = True
             err = ev.error
             log.info("invalid MSRP message from {peer} (tid {tid}): {reason}",
                      peer=self.peer, tid=err.tid, reason=err.reason)
             self.handler.invalid_message(self, err)
 
     def _arm_read_timer(self, reset):
-        timer = self._read_timer
         delay = self.settings.msg_read_timeout
+        if not delay:
+            return
+        timer = self._read_timer
         if timer is not None and timer.active():
             if reset:
                 timer.reset(delay)
@@ -382,25 +484,35 @@ class MSRPProtocol(Protocol):
 
     def _read_timed_out(self):
         self._read_timer = None
-        self.close("message not received within %gs" % self.settings.msg_read_timeout,
+        what = "body made no progress" if self.parser.in_body else "message head not complete"
+        self.close("%s within %gs (msg_read_timeout)" % (what, self.settings.msg_read_timeout),
                    event="READ_TIMEOUT")
 
     def pause_reading(self):
-        """Stop reading (nested: each pause needs a resume)."""
+        """Stop reading (nested: each pause needs a resume).
+
+        The read timeout is suspended meanwhile: a source held back by a
+        slow destination is not the source's fault.
+        """
         self._reading_paused += 1
-        if self._reading_paused == 1 and self.transport is not None and not self.closed:
+        if self._reading_paused == 1 and self.transport is not None and not self._closing:
             self.transport.pauseProducing()
+            _cancel(self._read_timer)
+            self._read_timer = None
 
     def resume_reading(self):
         if self._reading_paused == 0:
             return
         self._reading_paused -= 1
-        if self._reading_paused == 0 and self.transport is not None and not self.closed:
+        if self._reading_paused == 0 and self.transport is not None and not self._closing:
             self.transport.resumeProducing()
+            if self.parser.in_message:
+                self._arm_read_timer(reset=True)
 
     # -- idle lifetime ---------------------------------------------------
     def _arm_idle(self):
-        self._idle_timer = self.reactor.callLater(self.settings.idle_timeout, self._idle_check)
+        if self.settings.idle_timeout:
+            self._idle_timer = self.reactor.callLater(self.settings.idle_timeout, self._idle_check)
 
     def keep_alive_until(self, when):
         """Do not close for idleness before this reactor time (AUTH lifetime)."""
@@ -416,6 +528,9 @@ class MSRPProtocol(Protocol):
             self._idle_timer = self.reactor.callLater(due - now, self._idle_check)
 
     # -- writing ---------------------------------------------------------
+    def _can_write(self):
+        return not self._closing and self.transport is not None
+
     def _write(self, data):
         self.bytes_out += len(data)
         self.last_activity = self.reactor.seconds()
@@ -426,7 +541,7 @@ class MSRPProtocol(Protocol):
         return self.send_bytes(serialize(message))
 
     def send_bytes(self, data):
-        if self.closed or self.transport is None:
+        if not self._can_write():
             raise ConnectionClosed(self.close_reason or "connection closed")
         self.messages_out += 1
         if self._stream is not None:
@@ -440,9 +555,7 @@ class MSRPProtocol(Protocol):
     def open_stream(self, message):
         """Start a frame whose body is written later; returns a Deferred
         firing with a writer (write(data), end(flag), abort())."""
-        from twisted.internet.defer import Deferred, fail, succeed
-
-        if self.closed or self.transport is None:
+        if not self._can_write():
             return fail(ConnectionClosed(self.close_reason or "connection closed"))
         data = serialize_head(message, True)
         self.messages_out += 1
@@ -450,10 +563,10 @@ class MSRPProtocol(Protocol):
             self._write(data)
             self._stream = _StreamWriter(self, message.tid)
             return succeed(self._stream)
-        d = Deferred()
         if len(self._queue) >= self.settings.max_queued_frames:
             self.close("too many frames queued behind a streamed body")
             return fail(ConnectionClosed(self.close_reason))
+        d = Deferred()
         self._queue.append((d, message.tid, data))
         return d
 
@@ -462,7 +575,7 @@ class MSRPProtocol(Protocol):
             return
         self._stream = None
         queue = self._queue
-        while queue and self._stream is None and not self.closed:
+        while queue and self._stream is None and self._can_write():
             item = queue.pop(0)
             if type(item) is bytes:
                 self._write(item)
@@ -474,7 +587,7 @@ class MSRPProtocol(Protocol):
 
     @property
     def writable(self):
-        return not self._write_paused and not self.closed
+        return not self._write_paused and not self._closing
 
     def add_writability_observer(self, observer):
         self._observers.append(observer)
@@ -488,11 +601,11 @@ class MSRPProtocol(Protocol):
     # IPushProducer, registered with our own transport so that it tells us
     # when its write buffer is full (pause) and drained (resume).
     def pauseProducing(self):
-        if self._write_paused:
+        if self._write_paused or self._closing:
             return
         self._write_paused = True
-        self._pending_at_pause = _pending_write_bytes(self.transport)
         if self.settings.send_timeout:
+            self._flushed_mark = self._flushed()
             self._send_timer = self.reactor.callLater(
                 self.settings.send_timeout / 1000.0, self._send_timed_out)
         for w in list(self._observers):
@@ -502,8 +615,7 @@ class MSRPProtocol(Protocol):
         if not self._write_paused:
             return
         self._write_paused = False
-        if self._send_timer is not None and self._send_timer.active():
-            self._send_timer.cancel()
+        _cancel(self._send_timer)
         self._send_timer = None
         for w in list(self._observers):
             w.resume_producing()
@@ -511,17 +623,35 @@ class MSRPProtocol(Protocol):
     def stopProducing(self):
         pass
 
+    def _flushed(self):
+        """Bytes that have left our buffers for the kernel, or None if the
+        transport cannot tell. Exact on TCP; on TLS it ignores the record
+        overhead of what was written since the last look, which can only
+        make a peer that reads look stalled, never the other way round."""
+        pending = _pending_write_bytes(self.transport)
+        return None if pending is None else self.bytes_out - pending
+
     def _send_timed_out(self):
         self._send_timer = None
-        pending = _pending_write_bytes(self.transport)
-        if pending is not None and self._pending_at_pause is not None and pending < self._pending_at_pause:
+        if self.closed:
+            return
+        flushed = self._flushed()
+        if flushed is not None and self._flushed_mark is not None and flushed > self._flushed_mark:
             # The peer is reading, just slower than we write: progress.
-            self._pending_at_pause = pending
+            self._flushed_mark = flushed
             self._send_timer = self.reactor.callLater(
                 self.settings.send_timeout / 1000.0, self._send_timed_out)
             return
-        self.close("write blocked for more than %d ms (send_timeout)" % self.settings.send_timeout,
-                   event="SEND_TIMEOUT")
+        reason = "write blocked for more than %d ms (send_timeout)" % self.settings.send_timeout
+        if self._closing:
+            # A graceful close that cannot flush: give up on it.
+            log.info("MSRP {scheme} connection {peer}: {reason}, aborting",
+                     scheme=self.scheme, peer=self.peer, reason=reason)
+            self._event("SEND_TIMEOUT", False, reason)
+            if self.transport is not None:
+                self.transport.abortConnection()
+            return
+        self.close(reason, event="SEND_TIMEOUT")
 
 
 def _pending_write_bytes(transport):
@@ -545,12 +675,3 @@ def _reason_text(reason):
     if "Connection was closed cleanly" in text:
         return "closed by peer"
     return text
-
-
-def _is_tls_error(reason):
-    try:
-        from OpenSSL import SSL
-    except ImportError:  # pragma: no cover
-        return False
-    value = getattr(reason, "value", None)
-    return isinstance(value, SSL.Error)

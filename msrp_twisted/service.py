@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from .config import MSRPConfig
 from .connections import ConnectionManager, parse_listener
-from .mi import IManagement, ManagementFactory
+from .mi import IManagement, ManagementFactory, describe_address
 from .protocol import TransportSettings
 from .transactions import TransactionManager
 
@@ -60,7 +60,8 @@ class MSRPService(service.Service):
             send_timeout=c.send_timeout, max_msg_chunks=c.max_msg_chunks,
             tls_handshake_timeout=c.tls_handshake_timeout,
             cert_check_on_conn_reusage=c.cert_check_on_conn_reusage,
-            msg_read_timeout=c.msg_read_timeout, idle_timeout=c.idle_timeout)
+            msg_read_timeout=c.msg_read_timeout, idle_timeout=c.idle_timeout,
+            max_body=c.max_chunk_size)
         try:
             tls = self._tls_settings()
         except ValueError as e:
@@ -101,6 +102,17 @@ class MSRPService(service.Service):
     def startService(self):
         service.Service.startService(self)
         d = self.start()
+        if d.called and not self.reactor.running:
+            # Under twistd start() has normally finished before the reactor
+            # runs: a failure ends the process with the reason (exit status
+            # 1) instead of leaving a reactor running without a relay.
+            failed = []
+            d.addErrback(failed.append)
+            if failed:
+                reason = failed[0].getErrorMessage()
+                log.critical("MSRP service failed to start: {reason}", reason=reason)
+                raise SystemExit("msrp: cannot start: %s" % reason)
+            return d
         d.addErrback(self._start_failed)
         return d
 
@@ -108,6 +120,8 @@ class MSRPService(service.Service):
         log.critical("MSRP service failed to start: {reason}", reason=f.getErrorMessage())
         if self.reactor.running:
             self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
         return None
 
     @defer.inlineCallbacks
@@ -120,8 +134,8 @@ class MSRPService(service.Service):
             try:
                 port = yield self.connections.listen(spec)
             except Exception as e:
-                yield self._stop()
-                raise StartupError(str(e)) from None
+                self._abandon()
+                raise StartupError("--listen: %s" % e) from None
             if not c.relay_uri:
                 host = spec.host if ":" not in spec.host else "[%s]" % spec.host
                 self.relay.add_uri("%s://%s:%d;tcp" % (spec.scheme, host, port.getHost().port))
@@ -131,11 +145,17 @@ class MSRPService(service.Service):
             try:
                 self.mi_port = yield serverFromString(self.reactor, c.mi).listen(ManagementFactory(self))
             except Exception as e:
-                yield self._stop()
+                self._abandon()
                 raise StartupError("--mi: cannot listen on %s: %s" % (c.mi, e)) from None
-            log.info("MSRP management (AMP) on {mi}", mi=c.mi)
+            log.info("MSRP management (AMP) on {mi} ({address})", mi=c.mi,
+                     address=describe_address(self.mi_port.getHost()))
         log.info("MSRP relay ready; URIs: {uris}", uris=" ".join(str(u) for u in self.relay.uris))
         return self
+
+    def _abandon(self):
+        """Undo a failed start without waiting for the ports to close, so
+        the failure reaches twistd before its reactor runs (exit status 1)."""
+        self._stop().addErrback(lambda f: log.failure("cleanup after a failed start", f))
 
     def stopService(self):
         service.Service.stopService(self)

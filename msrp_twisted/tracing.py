@@ -35,7 +35,15 @@ CLOSED            CLOSED          OpenSIPS' name; Message = the close reason.
 TLS_HANDSHAKE     TLS_HANDSHAKE   ours (OpenSIPS never traces msrps handshakes)
 MAX_MSG_CHUNKS    MAX_MSG_CHUNKS  ours: a message arrived in too many reads
 SEND_TIMEOUT      SEND_TIMEOUT    ours: the socket was not writable in time
+READ_TIMEOUT      READ_TIMEOUT    ours: "Timeout waiting for a complete message"
+IDLE              IDLE            ours: "Timeout on no traffic"
+FRAMING           FRAMING         ours: the byte stream could not be framed
 ================  ==============  =============================================
+
+(The ours-only events carry what OpenSIPS would only give as a CLOSED reason.)
+Other event names are logged once and not traced. An end the transport does
+not know (``None``, e.g. the local side of a connect that failed) is sent as
+the unspecified address of the other end's family, port 0.
 
 Deliberate differences from OpenSIPS (see hep3-format-notes.md section 2.2):
 OpenSIPS only ever delivers CONNECTED, labelled "TCP", because its
@@ -525,7 +533,13 @@ EVENTS = {
     "TLS_HANDSHAKE": ("TLS_HANDSHAKE", "TLS handshake completed", "TLS handshake failed"),
     "MAX_MSG_CHUNKS": ("MAX_MSG_CHUNKS", None, "Message arrived in too many chunks"),
     "SEND_TIMEOUT": ("SEND_TIMEOUT", None, "Timeout waiting for the socket to become writable"),
+    "READ_TIMEOUT": ("READ_TIMEOUT", None, "Timeout waiting for a complete message"),
+    "IDLE": ("IDLE", None, "Timeout on no traffic"),
+    "FRAMING": ("FRAMING", None, "Bad MSRP framing"),
 }
+
+# After these nothing more will be reported for the connection.
+_FINAL_EVENTS = {("CLOSED", True), ("CLOSED", False), ("CONNECT", False), ("CONNECTED", False)}
 
 # Protocol type of MSRP message traces. The spec has no MSRP value. 0x59 would
 # put raw MSRP text where consumers of OpenSIPS' "net" type expect JSON, and
@@ -547,8 +561,10 @@ class Tracer:
     direction=)`` decides once per connection whether to trace it: ``False``
     means no (the filter route's ``drop``); anything else, or an exception,
     means yes. The decision is remembered by ``conn_id`` until the connection
-    is CLOSED or :meth:`forget` is called, so the transport must report
-    CLOSED (or call forget) for every connection it reported anything for.
+    is CLOSED, a CONNECT/CONNECTED fails, or :meth:`forget` is called; at
+    most ``max_decisions`` are kept (oldest evicted, its filter would run
+    again), so a transport that forgets to report the end costs bounded
+    memory.
     """
 
     log = Logger()
@@ -565,6 +581,7 @@ class Tracer:
         max_body=256,
         homer5_delim=None,
         message_proto_type=MESSAGE_PROTO_TYPE,
+        max_decisions=100_000,
     ):
         if not isinstance(capture_id, int) or isinstance(capture_id, bool) or capture_id >> 32:
             raise ValueError(f"capture_id must be an unsigned 32-bit int, got {capture_id!r}")
@@ -576,6 +593,8 @@ class Tracer:
             raise ValueError(f"connection_filter must be callable, got {connection_filter!r}")
         if max_body < 0:
             raise ValueError(f"max_body must be >= 0, got {max_body!r}")
+        if max_decisions < 1:
+            raise ValueError(f"max_decisions must be >= 1, got {max_decisions!r}")
         if reactor is None:
             from twisted.internet import reactor
         self.sender = sender
@@ -588,7 +607,9 @@ class Tracer:
         self.max_body = max_body
         self.homer5_delim = homer5_delim
         self.message_proto_type = message_proto_type
+        self.max_decisions = max_decisions
         self._decisions = {}
+        self._unknown_events = set()
         self._sent = 0
         self._dropped = 0
         self._filtered = 0
@@ -614,9 +635,14 @@ class Tracer:
         try:
             wire_event, ok_text, fail_text = EVENTS[event]
         except (KeyError, TypeError):
-            raise ValueError(
-                f"unknown trace event {event!r}; expected one of {sorted(EVENTS)}"
-            ) from None
+            if repr(event) not in self._unknown_events:
+                self._unknown_events.add(repr(event))
+                self.log.warn(
+                    "Not tracing unknown connection event {event!r}; known: {known}",
+                    event=event,
+                    known=", ".join(sorted(EVENTS)),
+                )
+            return False
         try:
             if not self._traced(conn):
                 return False
@@ -632,7 +658,7 @@ class Tracer:
             ends = (conn.remote_host, conn.remote_port, conn.local_host, conn.local_port)
             return self._emit(conn, hep.PROTO_NET, *ends, payload)
         finally:
-            if event == "CLOSED":
+            if (event, bool(success)) in _FINAL_EVENTS:
                 self.forget(conn)
 
     def message(self, conn, direction, head_bytes, body_prefix=b""):
@@ -663,7 +689,10 @@ class Tracer:
             return True
         decision = self._decisions.get(conn.conn_id)
         if decision is None:
-            decision = self._decisions[conn.conn_id] = self._run_filter(conn)
+            decision = self._run_filter(conn)
+            if len(self._decisions) >= self.max_decisions:
+                del self._decisions[next(iter(self._decisions))]
+            self._decisions[conn.conn_id] = decision
         if not decision:
             self._filtered += 1
         return decision
@@ -701,8 +730,8 @@ class Tracer:
                 ip_protocol=hep.IPPROTO_TCP,
                 src_ip=str(src),
                 dst_ip=str(dst),
-                src_port=src_port,
-                dst_port=dst_port,
+                src_port=src_port or 0,
+                dst_port=dst_port or 0,
                 timestamp=sec,
                 timestamp_usec=usec,
                 proto_type=proto_type,
@@ -739,7 +768,14 @@ def _protocol_label(conn):
 
 def _address_pair(a, b):
     """Both ends as addresses of one IP version (a HEP packet has one family)."""
-    x, y = _parse_address(a), _parse_address(b)
+    x = None if a is None else _parse_address(a)
+    y = None if b is None else _parse_address(b)
+    if x is None and y is None:
+        x = y = ipaddress.IPv4Address(0)
+    elif x is None:
+        x = ipaddress.IPv4Address(0) if y.version == 4 else ipaddress.IPv6Address(0)
+    elif y is None:
+        y = ipaddress.IPv4Address(0) if x.version == 4 else ipaddress.IPv6Address(0)
     if x.version != y.version:
         x, y = _unmapped(x), _unmapped(y)
     if x.version != y.version:

@@ -358,6 +358,7 @@ class TransactionManager:
                 except ConnectionClosed as e:
                     if result is not None:
                         result.cancel()
+                        result.addErrback(lambda f: None)  # its CancelledError is ours, not the caller's
                     raise SendError("connection to %s closed: %s" % (conn.peer, e)) from None
             else:
                 self._stream_body(conn, request, producer, result)

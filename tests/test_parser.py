@@ -595,6 +595,15 @@ INVALID_FRAMES = {
     "overlong UTF-8 in a header": (
         wire("MSRP tid12345 SEND", TO, FROM)[:-2] + b"\xc0\xaf\r\n"
         + b"-------tid12345$\r\n", "UTF-8", "SEND", True),
+    "header line like an end-line with a bad flag": (
+        frame("MSRP tid12345 SEND", TO, FROM, "Message-ID: m1", "-------tid12345X: y"),
+        "invalid header name", "SEND", True),
+    "header line like an end-line without CRLF after the flag": (
+        frame("MSRP tid12345 SEND", TO, FROM, "Message-ID: m1", "-------tid12345$X: y"),
+        "invalid header name", "SEND", True),
+    "header line like another tid's end-line": (
+        frame("MSRP tid12345 SEND", TO, FROM, "Message-ID: m1", "-------tid54321$"),
+        "malformed header line", "SEND", True),
     "header without colon": (
         frame("MSRP tid12345 SEND", TO, FROM, "Message-ID: m1", "NoColonHere"),
         "malformed header line", "SEND", True),

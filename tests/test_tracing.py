@@ -723,6 +723,9 @@ class TracerTests(SynchronousTestCase, NetEventAssertions):
             ("CONNECTED", True, None, "CONNECTED", "Successfully connected..."),
             ("TLS_HANDSHAKE", True, None, "TLS_HANDSHAKE", "TLS handshake completed"),
             ("SEND_TIMEOUT", False, None, "SEND_TIMEOUT", "Timeout waiting for the socket to become writable"),
+            ("READ_TIMEOUT", False, None, "READ_TIMEOUT", "Timeout waiting for a complete message"),
+            ("IDLE", False, None, "IDLE", "Timeout on no traffic"),
+            ("FRAMING", False, "framing error: bad end-line", "FRAMING", "framing error: bad end-line"),
             ("MAX_MSG_CHUNKS", True, "custom", "MAX_MSG_CHUNKS", "custom"),
             ("CLOSED", True, None, "CLOSED", None),
         ]
@@ -732,13 +735,68 @@ class TracerTests(SynchronousTestCase, NetEventAssertions):
             self.assertNetEvent(packet, conn, wire, "SUCCESS" if ok else "FAILURE", text)
         self.assertEqual(len(sender.packets), len(expected))
 
-    def test_unknown_event_and_direction(self):
+    def test_unknown_event_is_logged_once_and_not_traced(self):
+        logs = capture_logs(self)
+        calls = []
+        tracer, sender, _ = self.tracer(connection_filter=lambda **kw: calls.append(kw))
+        self.assertFalse(tracer.connection_event(Conn(1), "OPENED"))
+        self.assertFalse(tracer.connection_event(Conn(2), "OPENED", False, "x"))
+        self.assertFalse(tracer.connection_event(Conn(3), ["not", "hashable"]))
+        self.assertEqual((sender.packets, calls), ([], []))
+        texts = [formatEvent(e) for e in logs if "unknown connection event" in formatEvent(e)]
+        self.assertEqual(len(texts), 2)  # OPENED once, the list once
+        self.assertIn("'OPENED'", texts[0])
+        self.assertIn("CLOSED", texts[0])
+
+    def test_bad_message_direction(self):
         tracer, sender, _ = self.tracer(enabled=False)
         with self.assertRaises(ValueError) as cm:
-            tracer.connection_event(Conn(1), "OPENED")
-        self.assertIn("'OPENED'", str(cm.exception))
-        with self.assertRaises(ValueError):
             tracer.message(Conn(1), "sideways", b"")
+        self.assertIn("'sideways'", str(cm.exception))
+
+    def test_unknown_end_is_unspecified_address_port_0(self):
+        tracer, sender, _ = self.tracer()
+        # What the connection manager reports for a connect that failed.
+        failed = Conn(9, local_host=None, local_port=None, remote_host="10.0.0.9", remote_port=2855)
+        tracer.connection_event(failed, "CONNECT", False, "connect to 10.0.0.9:2855 failed: refused")
+        v6 = Conn(10, local_host=None, local_port=None, remote_host="2001:db8::9", remote_port=2855)
+        tracer.connection_event(v6, "CONNECT", False)
+        both = Conn(11, local_host=None, local_port=None, remote_host=None, remote_port=None)
+        tracer.connection_event(both, "CONNECT", False)
+        a, b, c = sender.packets
+        self.assertEqual((a.ip_family,) + ends(a), (2, "10.0.0.9", 2855, "0.0.0.0", 0))
+        self.assertEqual((b.ip_family,) + ends(b), (10, "2001:db8::9", 2855, "::", 0))
+        self.assertEqual((c.ip_family,) + ends(c), (2, "0.0.0.0", 0, "0.0.0.0", 0))
+        self.assertEqual(
+            json.loads(a.payload)["Message"], "connect to 10.0.0.9:2855 failed: refused"
+        )
+        self.assertEqual(json.loads(a.payload)["Event"], "CONNECT_START")
+
+    def test_decision_forgotten_after_failed_connect(self):
+        calls = []
+        tracer, sender, _ = self.tracer(connection_filter=lambda **kw: calls.append(kw))
+        tracer.connection_event(Conn(1, direction="out"), "CONNECT", True)
+        tracer.connection_event(Conn(1, direction="out"), "CONNECTED", False)
+        tracer.connection_event(Conn(2, direction="out"), "CONNECT", False)
+        self.assertEqual(tracer._decisions, {})
+        self.assertEqual(len(calls), 2)
+        tracer.connection_event(Conn(3), "ACCEPTED")
+        tracer.connection_event(Conn(3), "IDLE", False, "idle for 60s")
+        self.assertEqual(list(tracer._decisions), [3])
+        self.assertEqual(json.loads(sender.packets[-1].payload)["Event"], "IDLE")
+
+    def test_decision_cache_is_bounded(self):
+        calls = []
+        tracer, sender, _ = self.tracer(
+            connection_filter=lambda **kw: calls.append(kw), max_decisions=2
+        )
+        for conn_id in (1, 2, 3):
+            tracer.connection_event(Conn(conn_id), "ACCEPTED")
+        self.assertEqual(list(tracer._decisions), [2, 3])
+        tracer.connection_event(Conn(3), "IDLE", False)
+        self.assertEqual(len(calls), 3)
+        tracer.connection_event(Conn(1), "IDLE", False)  # evicted: asked again
+        self.assertEqual(len(calls), 4)
 
     def test_message_traces(self):
         calls = []
@@ -818,6 +876,7 @@ class TracerTests(SynchronousTestCase, NetEventAssertions):
             (dict(auth_key=5), "auth_key"),
             (dict(connection_filter="pkg:func"), "callable"),
             (dict(max_body=-1), "max_body"),
+            (dict(max_decisions=0), "max_decisions"),
         ):
             with self.assertRaises(ValueError) as cm:
                 Tracer(RecordingSender(), reactor=Clock(), **kwargs)

@@ -80,8 +80,13 @@ class Message:
 
     @property
     def content_type(self):
+        """The media type as written; HeaderError unless it is type/subtype."""
         v = self.headers.get("Content-Type")
-        return None if v is None else v.strip()
+        if v is None:
+            return None
+        if abnf.MEDIA_TYPE_RE.match(v) is None:
+            raise HeaderError("malformed Content-Type %r (expected type/subtype)" % (v,))
+        return v.strip()
 
     @property
     def content_id(self):

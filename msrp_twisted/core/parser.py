@@ -43,6 +43,16 @@ _METHOD_RE = abnf.METHOD_RE
 _FLAGS = abnf.FLAGS
 _CRLF = b"\r\n"
 _BLANK = b"\r\n\r\n"
+# The usual spellings of the RFC 4975/4976 headers, already validated and
+# lower-cased: most header lines skip the name regex (a fixed table, so
+# peers cannot grow it).
+_KNOWN_NAMES = {name: name.lower() for name in (
+    "To-Path", "From-Path", "Message-ID", "Byte-Range", "Content-Type",
+    "Success-Report", "Failure-Report", "Status", "Expires", "Min-Expires",
+    "Max-Expires", "Use-Path", "WWW-Authenticate", "Authorization",
+    "Authentication-Info", "Content-ID", "Content-Description",
+    "Content-Disposition",
+)}
 
 
 class MessageStart:
@@ -232,8 +242,8 @@ class Parser:
             if len(avail) < want and _is_prefix(avail, lenient):
                 self._scan = b
                 return -1
-            if (avail[:len(lenient)] == lenient and avail[-3] in _FLAGS
-                    and avail[-2:] == _CRLF):
+            if (len(avail) == want and avail[:len(lenient)] == lenient
+                    and avail[-3] in _FLAGS and avail[-2:] == _CRLF):
                 lenient_flag = chr(avail[-3])
         start = bytes(buf[pos:eol])
         block = bytes(buf[eol + 2:head_end]) if head_end > eol else b""
@@ -285,16 +295,19 @@ class Parser:
         items = []
         index = {}
         for line in lines:
+            if line[:1] in (" ", "\t"):
+                return None, MessageError(
+                    "header folding is not allowed (%r)" % (line[:80],),
+                    tid_s, method, is_request, headers=items)
             name, sep, value = line.partition(":")
             if not sep:
                 return None, MessageError("malformed header line %r" % (line[:80],), tid_s, method, is_request, headers=items)
-            if _HEADER_NAME_RE.match(name) is None:
-                if name[:1] in (" ", "\t"):
-                    reason = "header folding is not allowed (%r)" % (line[:80],)
-                else:
+            key = _KNOWN_NAMES.get(name)
+            if key is None:
+                if _HEADER_NAME_RE.match(name) is None:
                     reason = "invalid header name %r" % (name[:80],)
-                return None, MessageError(reason, tid_s, method, is_request, headers=items)
-            key = name.lower()
+                    return None, MessageError(reason, tid_s, method, is_request, headers=items)
+                key = name.lower()
             if key in index:
                 if key in SINGLETON_HEADERS:
                     return None, MessageError("duplicate %s header" % name, tid_s, method, is_request, headers=items)

@@ -8,7 +8,7 @@ that contains its own end-line. A streamed request is written as
 
 from . import abnf
 from .errors import HeaderError, SerializationError
-from .headers import check_header
+from .headers import SINGLETON_HEADERS, check_header
 
 _IDENT_RE = abnf.IDENT_STR_RE
 _METHOD_RE = abnf.METHOD_RE
@@ -44,6 +44,9 @@ def head(message, has_body=None):
     names = [n.lower() for n, _ in headers]
     if names[:2] != ["to-path", "from-path"]:
         raise SerializationError("To-Path and From-Path must be the first two headers")
+    for key in SINGLETON_HEADERS:
+        if names.count(key) > 1:
+            raise SerializationError("duplicate %s header" % key)
     if message.is_request and message.method != "AUTH" and "message-id" not in names:
         raise SerializationError("a %s request needs a Message-ID" % message.method)
     if has_body:
@@ -65,7 +68,7 @@ def head(message, has_body=None):
 
 def end_line(tid, flag="$", after_body=True):
     """The end-line; after a body it starts with the CRLF that ends the body."""
-    if flag not in abnf.FLAG_CHARS or len(flag) != 1:
+    if not isinstance(flag, str) or len(flag) != 1 or flag not in abnf.FLAG_CHARS:
         raise SerializationError("invalid continuation flag %r" % (flag,))
     if after_body:
         return b"\r\n-------" + tid.encode("ascii") + flag.encode("ascii") + b"\r\n"
@@ -74,6 +77,8 @@ def end_line(tid, flag="$", after_body=True):
 
 def check_body(tid, body):
     """A body must not contain the end-line it will be closed with."""
+    if isinstance(body, memoryview):
+        body = body.tobytes()  # 'in' on a memoryview compares items, not bytes
     if (b"-------" + tid.encode("ascii")) in body:
         raise SerializationError(
             "body contains '-------%s'; choose another transaction id" % tid)
@@ -84,7 +89,7 @@ def serialize(message):
     if body is not None:
         if not isinstance(body, (bytes, bytearray, memoryview)):
             raise SerializationError("body must be bytes, got %s" % type(body).__name__)
+        start = head(message, True)  # checks the tid before check_body uses it
         check_body(message.tid, body)
-        return b"".join(
-            (head(message, True), body, end_line(message.tid, message.flag, True)))
+        return b"".join((start, body, end_line(message.tid, message.flag, True)))
     return head(message, False) + end_line(message.tid, message.flag, False)

@@ -7,13 +7,16 @@ Rules that make it not an open relay (Kamailio's module is one):
   (to the next To-Path hop) only when it arrives on the session's own
   connection with the session's client URI first in From-Path;
 - any other frame for the session goes *to the client*, and only when the
-  next and last To-Path hop is exactly that client's URI.
+  next To-Path hop is exactly that client's URI (more hops may follow when
+  the client is itself a relay session of a chain).
 
 Hop-by-hop transactions (RFC 4976 section 6.2): the relay answers 200
 upstream itself as Failure-Report asks (yes: 200, partial: errors only, no:
 nothing) and consumes downstream 200s; downstream errors and timeouts become
 REPORTs toward the originator when the upstream response was already sent.
-REPORTs travel without transactions and are never answered.
+REPORTs travel without transactions and are never answered. Under
+Failure-Report: partial silence is success, so a downstream timeout is not
+reported.
 """
 
 from twisted.internet import defer
@@ -21,9 +24,9 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from ..connections import SendError
-from ..core.errors import HeaderError, URIError
+from ..core.errors import HeaderError
 from ..protocol import IBodySink
-from ..transactions import DISCARD, IRequestHandler, TransactionError
+from ..transactions import DISCARD, IRequestHandler, TransactionError, TransactionTimeout
 from .auth import ExpiresOutOfBounds
 from .sessions import SessionTable
 
@@ -69,7 +72,9 @@ class Relay:
     # -- IRequestHandler -------------------------------------------------
     def head_received(self, conn, request):
         if request.method == "AUTH":
-            return None  # small; handled whole
+            # Never buffer a body for an unauthenticated peer.
+            self._refuse(conn, request, _Refusal(400, "AUTH must not carry a body"))
+            return DISCARD
         try:
             dest, hops = self._route(conn, request)
         except _Refusal as r:
@@ -118,12 +123,12 @@ class Relay:
                 other = self.sessions.get(nxt.session_id) if nxt.session_id else None
                 if other is None:
                     raise _Refusal(481, "no relay session %r" % (nxt.session_id,))
-                if len(to_path) != 3 or to_path[2] != other.client_uri:
-                    raise _Refusal(403, "session %s is not for %s" % (nxt.session_id, to_path[-1]))
+                if len(to_path) < 3 or to_path[2] != other.client_uri:
+                    raise _Refusal(403, "session %s is not for %s" % (nxt.session_id, to_path[2:3]))
                 other.frames_in += 1
                 return other.conn, 2
             return None, 1
-        if len(to_path) != 2 or to_path[1] != session.client_uri:
+        if to_path[1] != session.client_uri:
             raise _Refusal(403, "session %s may only be used toward its client" % top.session_id)
         session.frames_in += 1
         return session.conn, 1
@@ -218,7 +223,8 @@ class _RelayedChunk:
     REPORTs.
     """
 
-    __slots__ = ("relay", "source", "request", "sink", "responded", "failure", "done")
+    __slots__ = ("relay", "source", "request", "sink", "responded", "failure", "done",
+                 "length", "flag")
 
     def __init__(self, relay, source, request, sink):
         self.relay = relay
@@ -228,15 +234,19 @@ class _RelayedChunk:
         self.responded = False
         self.failure = None
         self.done = False
+        self.length = 0
+        self.flag = request.flag
 
     # IBodySink: pass through, then answer upstream.
     def body_data(self, data):
+        self.length += len(data)
         self.sink.body_data(data)
 
     def body_end(self, flag):
         if self.sink is not None:
             self.sink.body_end(flag)
         self.done = True
+        self.flag = flag
         if self.responded:
             return
         self.responded = True
@@ -259,6 +269,9 @@ class _RelayedChunk:
         self._failed(response.code, response.comment)
 
     def downstream_failure(self, f):
+        if f.check(TransactionTimeout) and self._failure_report() == "partial":
+            # A partial receiver never sends 200: silence means delivered.
+            return None
         if f.check(TransactionError):
             code, comment = f.value.code, f.value.reason
         elif f.check(SendError):
@@ -290,13 +303,31 @@ class _RelayedChunk:
                 self.responded = True
                 relay.tm.send_reply(self.source, request, code)
             return
-        try:
-            report = request.failure_report
-        except (HeaderError, URIError):
-            report = "yes"
-        if report == "no":
+        if self._failure_report() == "no":
             return
         relay.stats["reports_generated"] += 1
-        relay.tm.send_report(request, code, None, conn=self.source).addErrback(
+        relay.tm.send_report(request, code, None, byte_range=self._byte_range(),
+                             conn=self.source).addErrback(
             lambda f: log.info("failure REPORT to {peer} not sent: {err}",
                                peer=self.source.peer, err=f.getErrorMessage()))
+
+    def _failure_report(self):
+        try:
+            return self.request.failure_report
+        except HeaderError:
+            return "yes"
+
+    def _byte_range(self):
+        """The range of the chunk as relayed (RFC 4975 section 7.1.2): the
+        Byte-Range it carried, with what was unknown ("*", or no header at
+        all, which means 1-*/*) filled in from the bytes passed on."""
+        try:
+            br = self.request.byte_range
+        except HeaderError:
+            br = None
+        start = 1 if br is None else br.start
+        end = start + self.length - 1 if br is None or br.end is None else br.end
+        total = None if br is None else br.total
+        if total is None and self.flag == "$":
+            total = end
+        return "%d-%d/%s" % (start, end, "*" if total is None else total)

@@ -1,0 +1,1 @@
+"""Command-line tools: msrp-send and msrp-listen (msrp-mi lives in mi_client)."""

@@ -1,0 +1,139 @@
+"""msrp-send: send a text, a file or standard input to an MSRP URI.
+
+Exit code 0 only on confirmed delivery: the far end's success REPORT (asked
+for by default) or, with --no-report, the 200 of every chunk.
+"""
+
+import os
+import sys
+
+from twisted.internet import defer, task
+from twisted.python import usage
+
+from ..core.errors import URIError
+from ..core.uri import parse_path
+from .common import EXIT_OK, CommonOptions, explain, parse_args
+
+PROG = "msrp-send"
+
+
+class Options(CommonOptions):
+    synopsis = "URI (--text TEXT | --file PATH | -) [options]"
+    longdesc = "Send one message to the MSRP path URI (several URIs separated by spaces for a path)."
+    optParameters = CommonOptions.optParameters + [
+        ["text", "t", None, "text to send (text/plain)"],
+        ["file", "f", None, "file to send (streamed from disk)"],
+        ["content-type", None, None, "content type [default: text/plain for text, else application/octet-stream]"],
+        ["chunk-size", None, "2048", "bytes per chunk"],
+    ]
+    optFlags = CommonOptions.optFlags + [
+        ["no-report", None, "do not ask for a success REPORT; 200s confirm delivery"],
+        ["quiet", "q", "no progress bar"],
+    ]
+
+    def parseArgs(self, uri, source=None):
+        self["uri"] = uri
+        self["stdin"] = source == "-"
+        if source not in (None, "-"):
+            raise usage.UsageError("unexpected argument %r (only '-' for standard input)" % source)
+
+    def postOptions(self):
+        CommonOptions.postOptions(self)
+        chosen = [bool(self["text"] is not None), bool(self["file"]), self["stdin"]]
+        if sum(chosen) != 1:
+            raise usage.UsageError("give exactly one of --text, --file or '-'")
+        try:
+            self["path"] = list(parse_path(self["uri"]))
+        except URIError as e:
+            raise usage.UsageError("bad URI %r: %s" % (self["uri"], e))
+        try:
+            self["chunk-size"] = int(self["chunk-size"])
+            if self["chunk-size"] < 1:
+                raise ValueError
+        except ValueError:
+            raise usage.UsageError("--chunk-size: %r is not a positive whole number" % self["chunk-size"])
+        if self["file"] and not os.path.isfile(self["file"]):
+            raise usage.UsageError("--file: %s is not a readable file" % self["file"])
+
+
+class Progress:
+    def __init__(self, out, total, quiet):
+        self.out = out
+        self.total = total
+        self.quiet = quiet
+        self.last = -1
+
+    def __call__(self, done, total):
+        if self.quiet:
+            return
+        total = total or self.total
+        if not total:
+            return
+        pct = int(done * 100 / total)
+        if pct == self.last:
+            return
+        self.last = pct
+        bar = "#" * (pct // 4)
+        self.out.write("\r[%-25s] %3d%% %d/%d bytes" % (bar, pct, done, total))
+        if done >= total:
+            self.out.write("\n")
+        self.out.flush()
+
+
+@defer.inlineCallbacks
+def run(reactor, options, out=sys.stdout, err=sys.stderr):
+    from ..endpoint import Endpoint
+    from ..protocol import TransportSettings
+
+    ep = Endpoint(reactor, tls=options.tls_settings(), transaction_timeout=options["timeout"],
+                  settings=TransportSettings(tls_handshake_timeout=int(options["timeout"] * 1000)))
+    try:
+        session = yield ep.create_session(relays=options["relays"])
+        yield session.connect(options["path"])
+        if options["text"] is not None:
+            content, ctype, total = options["text"].encode("utf-8"), "text/plain", None
+        elif options["file"]:
+            content, total = options["file"], os.path.getsize(options["file"])
+            ctype = "application/octet-stream"
+        else:
+            content, ctype, total = sys.stdin.buffer.read(), "application/octet-stream", None
+        ctype = options["content-type"] or ctype
+        headers = []
+        if options["file"]:
+            name = os.path.basename(options["file"]).replace('"', "")
+            headers.append(("Content-Disposition", 'attachment; filename="%s"' % name))
+        progress = Progress(err, total, options["quiet"] or not options["file"])
+        msg = session.send_message(content, ctype, success_report=not options["no-report"],
+                                   chunk_size=options["chunk-size"], headers=headers, progress=progress)
+        result = yield msg.result
+        how = "success REPORT" if not options["no-report"] else "200 for every chunk"
+        size = getattr(result, "size", None)
+        out.write("delivered: message %s (%s bytes), confirmed by %s\n" % (msg.message_id, size, how))
+        return EXIT_OK
+    finally:
+        yield ep.close()
+
+
+def main(argv=None):
+    options = parse_args(Options(), sys.argv[1:] if argv is None else argv, PROG)
+
+    def go(reactor):
+        d = run(reactor, options)
+
+        def failed(f):
+            text, code = explain(f)
+            sys.stderr.write("%s: %s\n" % (PROG, text))
+            return code
+
+        return d.addErrback(failed).addCallback(_exit)
+
+    task.react(go)
+
+
+def _exit(code):
+    if code:
+        raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,239 @@
+"""One MSRP session of an endpoint (RFC 4975 sections 5 and 7).
+
+Sending goes through chunking.MessageSender; delivery is confirmed by the
+200s (hop by hop) or, when a success report was asked, by the success
+REPORT from the far end. Receiving goes through chunking.ChunkReceiver:
+complete messages are handed to ``on_message`` and queued for ``messages()``.
+"""
+
+from twisted.internet import defer, task
+from twisted.logger import Logger
+
+from .chunking import DEFAULT_CHUNK_SIZE, ChunkReceiver, MessageSender
+from .core.errors import HeaderError, URIError
+from .core.ids import new_message_id
+from .endpoint import EndpointError, as_path
+
+log = Logger()
+
+
+class DeliveryFailed(EndpointError):
+    """The far end (or a relay) reported that a message did not arrive."""
+
+
+class SessionClosed(EndpointError):
+    pass
+
+
+class OutgoingMessage:
+    """A message being sent: ``result`` fires on confirmed delivery."""
+
+    def __init__(self, session, sender, success_report):
+        self.session = session
+        self.sender = sender
+        self.message_id = sender.message_id
+        self.success_report = success_report
+        self.result = defer.Deferred(lambda d: self.cancel())
+        self.report = None  # the REPORT request that confirmed or failed it
+        self._sent = False
+        sender.result.addCallbacks(self._sent_ok, self._send_failed)
+
+    def cancel(self):
+        """Abort the message ('#' chunk) if it is still being sent."""
+        self.sender.cancel()
+
+    def _sent_ok(self, summary):
+        self._sent = True
+        self.summary = summary
+        if not self.success_report:
+            self._finish(summary)
+        return None
+
+    def _send_failed(self, f):
+        self.session._outgoing.pop(self.message_id, None)
+        if not self.result.called:
+            self.result.errback(f)
+        return None
+
+    def _finish(self, value):
+        self.session._outgoing.pop(self.message_id, None)
+        if not self.result.called:
+            self.result.callback(value)
+
+    def report_received(self, request):
+        self.report = request
+        try:
+            status = request.status
+        except HeaderError:
+            status = None
+        if status is None:
+            return
+        if status.code == 200:
+            if self.success_report:
+                self._finish(getattr(self, "summary", None) or request)
+        else:
+            self.sender.cancel()
+            self.session._outgoing.pop(self.message_id, None)
+            if not self.result.called:
+                self.result.errback(DeliveryFailed(
+                    "message %s not delivered: %03d %s" % (self.message_id, status.code, status.comment or ""),
+                    status.code))
+
+
+class Session:
+    """An MSRP session: our path, the peer's path, messages both ways."""
+
+    def __init__(self, endpoint, local_uri, use_paths=(), on_message=None, chunk_size=DEFAULT_CHUNK_SIZE,
+                 spool_dir=None, max_size=None, keepalive=None):
+        self.endpoint = endpoint
+        self.tm = endpoint.transactions
+        self.local_uri = local_uri
+        self.session_id = local_uri.session_id
+        self.use_paths = list(use_paths)
+        self.path = self.use_paths + [local_uri]
+        self.to_path = None
+        self.on_message = on_message
+        self.chunk_size = chunk_size
+        self.closed = False
+        self._outgoing = {}
+        self._queue = defer.DeferredQueue()
+        options = {}
+        if max_size is not None:
+            options["max_size"] = max_size
+        self.receiver = ChunkReceiver(
+            self.tm, self._deliver, report_received=self._report_received,
+            message_failed=self._message_failed, spool_dir=spool_dir, **options)
+        self.tm.add_handler(self.receiver, match=self._is_ours)
+        self._keepalive = None
+        if keepalive:
+            self.start_keepalive(keepalive)
+
+    def _is_ours(self, uri):
+        return uri.session_id == self.session_id and not self.closed
+
+    @property
+    def path_text(self):
+        """Our path as a peer needs it (what SDP's a=path carries)."""
+        return " ".join(str(u) for u in self.path)
+
+    # -- setup -----------------------------------------------------------------
+    def connect(self, peer_path, active=True):
+        """Set the peer's path; the active side opens the connection with an
+        empty SEND (RFC 4975 section 5.4), which some clients require."""
+        try:
+            peer = as_path(peer_path)
+        except (URIError, ValueError) as e:
+            return defer.fail(EndpointError("bad peer path: %s" % e))
+        self.to_path = self.use_paths + peer
+        if not active:
+            return defer.succeed(self)
+        d = self.tm.send_request(self.to_path, [self.local_uri], "SEND",
+                                 [("Message-ID", new_message_id())], tls=self.endpoint.tls)
+
+        def opened(response):
+            if response is not None and response.code != 200:
+                raise EndpointError("peer refused the session: %d %s" % (response.code, response.comment or ""),
+                                    response.code)
+            return self
+
+        return d.addCallback(opened)
+
+    # -- sending ---------------------------------------------------------------
+    def send_message(self, content, content_type="text/plain", success_report=False, failure_report="yes",
+                     chunk_size=None, progress=None, headers=(), message_id=None, window=None):
+        """Send content (bytes, str, a file path or a binary file object).
+
+        Returns an OutgoingMessage whose ``result`` fires on delivery: the
+        success REPORT when success_report is true, else every chunk's 200.
+        """
+        if self.closed:
+            raise SessionClosed("session %s is closed" % self.session_id)
+        if self.to_path is None:
+            raise EndpointError("session has no peer path yet: call connect() first")
+        if isinstance(content, str) and content_type.startswith("text/"):
+            content = content.encode("utf-8")
+        options = {}
+        if window is not None:
+            options["window"] = window
+        sender = MessageSender(
+            self.tm, self.to_path, [self.local_uri], content, content_type,
+            message_id=message_id, chunk_size=chunk_size or self.chunk_size,
+            success_report=success_report, failure_report=failure_report,
+            headers=headers, progress=progress, tls=self.endpoint.tls, **options)
+        out = OutgoingMessage(self, sender, success_report)
+        self._outgoing[sender.message_id] = out
+        sender.start()
+        return out
+
+    # -- receiving ---------------------------------------------------------------
+    def _deliver(self, message):
+        if self.to_path is None:
+            # Passive side without a path yet: answer along the From-Path.
+            try:
+                self.to_path = list(message.request.from_path)
+            except (URIError, AttributeError):
+                pass
+        if self.on_message is not None:
+            try:
+                self.on_message(message)
+            except Exception:
+                log.failure("on_message failed for {mid}", mid=message.message_id)
+        else:
+            self._queue.put(message)
+
+    def _report_received(self, conn, request):
+        out = self._outgoing.get(request.message_id)
+        if out is None:
+            log.debug("REPORT for unknown message {mid}", mid=request.message_id)
+            return
+        out.report_received(request)
+
+    def _message_failed(self, entry, error):
+        log.info("incoming message {mid} failed: {err}", mid=getattr(entry, "message_id", "?"), err=error)
+
+    def next_message(self):
+        """A Deferred firing with the next complete message (when no
+        on_message callback is set)."""
+        return self._queue.get()
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self.closed and not self._queue.pending:
+            raise StopAsyncIteration
+        return await self._queue.get()
+
+    # -- keep-alive and close -------------------------------------------------
+    def start_keepalive(self, interval):
+        """An empty SEND every interval seconds keeps connections and relay
+        sessions from idling out; a failed one is logged."""
+        self.stop_keepalive()
+
+        def ping():
+            if self.to_path is None or self.closed:
+                return
+            d = self.tm.send_request(self.to_path, [self.local_uri], "SEND",
+                                     [("Message-ID", new_message_id())], tls=self.endpoint.tls)
+            d.addErrback(lambda f: log.info("keep-alive of session {sid} failed: {err}",
+                                            sid=self.session_id, err=f.getErrorMessage()))
+
+        self._keepalive = task.LoopingCall(ping)
+        self._keepalive.clock = self.endpoint.reactor
+        self._keepalive.start(interval, now=False)
+
+    def stop_keepalive(self):
+        if self._keepalive is not None and self._keepalive.running:
+            self._keepalive.stop()
+        self._keepalive = None
+
+    def close(self):
+        if self.closed:
+            return
+        self.closed = True
+        self.stop_keepalive()
+        self.tm.remove_handler(self.receiver)
+        self.receiver.close()
+        for out in list(self._outgoing.values()):
+            out.cancel()
+        self.endpoint._session_closed(self)
