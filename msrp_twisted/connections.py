@@ -5,10 +5,16 @@ between connections: settings, the upper-layer handler, the registry used
 to reuse connections (outbound ones by the URI they were opened for, inbound
 ones by the From-Path authorities that arrived on them), connect attempts in
 progress, statistics and the observers of connection events.
+
+Reuse keys are (scheme, host as RFC 4975 section 6.1 compares it, effective
+port): msrp and msrps never share a connection, and an inbound connection is
+registered for a From-Path URI only when its own scheme matches (a plain
+connection never carries msrps traffic). With cert_check_on_conn_reusage=1
+an outbound msrps connection is reused only for sends that present the same
+client certificate; inbound ones always match.
 """
 
 import ipaddress
-import re
 from types import SimpleNamespace
 
 from twisted.internet import defer
@@ -29,8 +35,11 @@ log = Logger()
 
 DEFAULT_PORT = 2855
 
+_LISTENER_PARAMS = ("cert", "key", "ca", "verify_client")
+
+
 class ListenerSpecError(ValueError):
-    """A listener description that is not msrp[s]:IP[:PORT]."""
+    """A listener that cannot be had: bad text, bad TLS files, or no bind."""
 
 
 class SendError(Exception):
@@ -62,32 +71,30 @@ def parse_listener(text):
     """
     if not isinstance(text, str):
         raise ListenerSpecError("a listener is a string like msrp:IP[:PORT], not %r" % (text,))
-    stripped = text.strip()
-    scheme, sep, rest = stripped.partition(":")
+    scheme, sep, rest = text.strip().partition(":")
     scheme = scheme.lower()
     if not sep or scheme not in ("msrp", "msrps"):
         raise ListenerSpecError(
             "bad listener %r: it must start with msrp: or msrps: "
             "(msrp:IP[:PORT], IPv6 in brackets, e.g. msrp:[::1]:2855)" % (text,))
     if rest.startswith("//"):
-        raise ListenerSpecError(
-            "bad listener %r: write %s:IP[:PORT], not a URI" % (text, scheme))
-    rest, _, params_text = rest.partition(";")
-    if rest.startswith("["):
-        close = rest.find("]")
+        raise ListenerSpecError("bad listener %r: write %s:IP[:PORT], not a URI" % (text, scheme))
+    address, _, params_text = rest.partition(";")
+    if address.startswith("["):
+        close = address.find("]")
         if close < 0:
             raise ListenerSpecError("bad listener %r: '[' without ']' around the IPv6 address" % (text,))
-        host, after = rest[1:close], rest[close + 1:]
+        host, after = address[1:close], address[close + 1:]
         if after and not after.startswith(":"):
             raise ListenerSpecError("bad listener %r: %r after the IPv6 address" % (text, after))
         port_text = after[1:] if after else None
         version = 6
     else:
-        if rest.count(":") > 1:
+        if address.count(":") > 1:
             raise ListenerSpecError(
                 "bad listener %r: put the IPv6 address in brackets, e.g. %s:[::1]:2855" % (text, scheme))
-        host, sep, port_text = rest.partition(":")
-        if not sep:
+        host, colon, port_text = address.partition(":")
+        if not colon:
             port_text = None
         version = 4
     if not host:
@@ -103,19 +110,21 @@ def parse_listener(text):
     if port_text is None:
         port = DEFAULT_PORT
     else:
-        if not port_text or not port_text.isascii() or not port_text.isdigit():
+        if not port_text.isascii() or not port_text.isdigit():
             raise ListenerSpecError("bad listener %r: port %r is not a number" % (text, port_text))
         port = int(port_text)
         if port > 65535:
             raise ListenerSpecError("bad listener %r: port %d out of range (0-65535)" % (text, port))
     params = {}
-    for item in filter(None, (p.strip() for p in params_text.split(";"))) if _ else ():
-        name, _eq, value = item.partition("=")
+    for item in params_text.split(";"):
+        if not item.strip():
+            continue
+        name, _, value = item.partition("=")
         name = name.strip().lower()
-        if name not in ("cert", "key", "ca", "verify_client"):
+        if name not in _LISTENER_PARAMS:
             raise ListenerSpecError(
-                "bad listener %r: unknown parameter %r (known: cert, key, ca, verify_client)"
-                % (text, name))
+                "bad listener %r: unknown parameter %r (known: %s)"
+                % (text, name, ", ".join(_LISTENER_PARAMS)))
         params[name] = value.strip()
     if params and scheme != "msrps":
         raise ListenerSpecError("bad listener %r: TLS parameters on a plain msrp listener" % (text,))
@@ -132,18 +141,21 @@ class _ServerFactory(Factory):
 
 
 class _ClientFactory(Factory):
-    def __init__(self, manager, scheme, target, tls_identity):
+    def __init__(self, manager, scheme, target, tls_identity, route_key):
         self.manager = manager
         self.scheme = scheme
         self.target = target
         self.tls_identity = tls_identity
+        self.route_key = route_key
 
     def buildProtocol(self, addr):
-        return MSRPProtocol(self.manager, "out", self.scheme, self.target, self.tls_identity)
+        return MSRPProtocol(self.manager, "out", self.scheme, self.target, self.tls_identity,
+                            self.route_key)
 
 
-def _key(scheme, host, port):
-    return (scheme, host.lower(), port)
+def _uri_key(uri):
+    """What two URIs must share for a connection to serve both."""
+    return (uri.scheme, uri.host_key, uri.effective_port)
 
 
 class ConnectionManager:
@@ -167,33 +179,18 @@ class ConnectionManager:
 
     # -- listeners -------------------------------------------------------
     def listen(self, spec, tls=None):
-        """Start a listener; fails with a message naming the address."""
-        if isinstance(spec, str):
-            spec = parse_listener(spec)
-        factory = _ServerFactory(self, spec.scheme)
-        if spec.secure:
-            from .tls import ServerTLSContext, TLSSettings
-
-            settings = tls or self.tls
-            if spec.params:
-                base = settings or TLSSettings()
-                settings = TLSSettings(
-                    cert_file=spec.params.get("cert", base.cert_file),
-                    key_file=spec.params.get("key", base.key_file),
-                    ca_file=spec.params.get("ca", base.ca_file),
-                    verify_client=spec.params.get("verify_client", str(int(base.verify_client)))
-                    in ("1", "yes", "true", "on"),
-                    verify_server=base.verify_server,
-                )
-            if settings is None or not settings.cert_file:
-                return defer.fail(ListenerSpecError(
-                    "listener %s needs a TLS certificate and key (--tls-cert/--tls-key)" % spec))
-            try:
-                context = ServerTLSContext(settings)
-            except ValueError as e:
-                return defer.fail(ListenerSpecError("listener %s: %s" % (spec, e)))
-            factory = TLSMemoryBIOFactory(context, False, factory)
-            factory.msrp_tls_context = context
+        """Start a listener; a Deferred firing with the IListeningPort, or
+        failing with ListenerSpecError naming the address and the reason."""
+        try:
+            if isinstance(spec, str):
+                spec = parse_listener(spec)
+            factory = _ServerFactory(self, spec.scheme)
+            if spec.secure:
+                context = self._server_context(spec, tls or self.tls)
+                factory = TLSMemoryBIOFactory(context, False, factory)
+                factory.msrp_tls_context = context
+        except ListenerSpecError as e:
+            return defer.fail(e)
         if ":" in spec.host:
             endpoint = TCP6ServerEndpoint(self.reactor, spec.port, interface=spec.host)
         else:
@@ -204,13 +201,41 @@ class ConnectionManager:
             port.msrp_spec = spec
             port.msrp_factory = factory
             self.listening.append(port)
-            log.info("MSRP listening on {spec}", spec="%s:%s" % (spec.scheme, _hostport(spec.host, port.getHost().port)))
+            log.info("MSRP listening on {spec}",
+                     spec="%s:%s" % (spec.scheme, _hostport(spec.host, port.getHost().port)))
             return port
 
         def failed(f):
-            raise ListenerSpecError("cannot listen on %s: %s" % (spec, f.getErrorMessage()))
+            raise ListenerSpecError("cannot listen on %s: %s" % (spec, _bind_error(f)))
 
         return d.addCallbacks(listening, failed)
+
+    @staticmethod
+    def _server_context(spec, settings):
+        from .tls import ServerTLSContext, TLSSettings
+
+        try:
+            if spec.params:
+                base = settings or TLSSettings()
+                verify = spec.params.get("verify_client")
+                settings = TLSSettings(
+                    cert_file=spec.params.get("cert", base.cert_file),
+                    key_file=spec.params.get("key", base.key_file),
+                    ca_file=spec.params.get("ca", base.ca_file),
+                    verify_client=base.verify_client if verify is None
+                    else verify.lower() in ("1", "yes", "true", "on"),
+                    verify_server=base.verify_server,
+                    min_version=base.min_version,
+                    ciphers=base.ciphers,
+                )
+            if settings is None or not settings.cert_file:
+                raise ListenerSpecError(
+                    "listener %s needs a TLS certificate and key (--tls-cert/--tls-key)" % spec)
+            return ServerTLSContext(settings)
+        except ValueError as e:  # TLSConfigError included
+            if isinstance(e, ListenerSpecError):
+                raise
+            raise ListenerSpecError("listener %s: %s" % (spec, e)) from None
 
     def tls_contexts(self):
         """The server TLS contexts of our listeners (for reload_tls)."""
@@ -226,15 +251,16 @@ class ConnectionManager:
         self.connections[conn.conn_id] = conn
         if conn.direction == "out":
             self.stats["connections_opened"] += 1
-            self._add_route(_key(conn.scheme, *conn.target), conn)
+            if conn.route_key is not None:
+                self._add_route(conn.route_key, conn)
         else:
             self.stats["connections_accepted"] += 1
 
     def connection_closed(self, conn):
         self.stats["connections_closed"] += 1
         self.connections.pop(conn.conn_id, None)
-        if conn.direction == "out":
-            self._drop_route(_key(conn.scheme, *conn.target), conn)
+        if conn.direction == "out" and conn.route_key is not None:
+            self._drop_route(conn.route_key, conn)
         for key in conn.peer_uris:
             self._drop_route(key, conn)
         conn.peer_uris = set()
@@ -252,17 +278,22 @@ class ConnectionManager:
                 del self._routes[key]
 
     def register_peer(self, conn, uri):
-        """Traffic for uri's authority may use conn (RFC 4975 section 6)."""
-        key = _key(uri.scheme, uri.host, uri.effective_port)
-        if key not in conn.peer_uris and not conn.closed:
+        """Traffic for uri's authority may use conn (RFC 4975 section 6).
+
+        Only when the schemes agree: From-Path msrps on a plain connection
+        must not make msrps traffic go out in the clear.
+        """
+        if conn.closed or uri.scheme != conn.scheme:
+            return
+        key = _uri_key(uri)
+        if key not in conn.peer_uris:
             conn.peer_uris.add(key)
             self._add_route(key, conn)
 
     def find_connection(self, uri, tls_identity=None):
-        key = _key(uri.scheme, uri.host, uri.effective_port)
         check = uri.secure and self.settings.cert_check_on_conn_reusage
-        for conn in self._routes.get(key, ()):
-            if not conn.ready or conn.closed:
+        for conn in self._routes.get(_uri_key(uri), ()):
+            if not conn.ready or conn.closed or conn._closing:
                 continue
             if check and conn.direction == "out" and conn.tls_identity != tls_identity:
                 continue
@@ -271,50 +302,51 @@ class ConnectionManager:
 
     # -- outbound --------------------------------------------------------
     def connection_for(self, uri, tls=None):
-        """A ready connection to uri's authority: reused, joined or opened."""
-        tls = tls or self.tls
+        """A Deferred firing with a ready connection to uri's authority:
+        reused, joined (one connect attempt per peer) or opened. Fails with
+        SendError."""
         identity = None
         if uri.secure:
-            from .tls import tls_identity
+            from .tls import TLSSettings, tls_identity
 
-            identity = tls_identity(tls) if tls is not None else None
+            tls = tls or self.tls or TLSSettings()
+            try:
+                identity = tls_identity(tls)
+            except ValueError as e:
+                return defer.fail(SendError("cannot set up TLS to %s: %s" % (uri.authority, e)))
         conn = self.find_connection(uri, identity)
         if conn is not None:
             return defer.succeed(conn)
-        key = _key(uri.scheme, uri.host, uri.effective_port)
+        key = _uri_key(uri)
+        pending_key = key
         if uri.secure and self.settings.cert_check_on_conn_reusage:
-            key = key + (identity,)
-        waiters = self._connecting.get(key)
+            pending_key = key + (identity,)
+        waiters = self._connecting.get(pending_key)
+        d = defer.Deferred()
         if waiters is not None:
-            d = defer.Deferred()
             waiters.append(d)
             return d
-        self._connecting[key] = waiters = []
-        d = defer.Deferred()
-        waiters.append(d)
-        self._connect(uri, tls, identity).addBoth(self._connected, key)
+        self._connecting[pending_key] = [d]
+        self._connect(uri, tls, identity, key).addBoth(self._connected, pending_key)
         return d
 
-    def _connect(self, uri, tls, identity):
-        host, port = uri.host, uri.effective_port
+    def _connect(self, uri, tls, identity, key):
+        host, port = uri.hostport
         endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.settings.connect_timeout)
         if uri.secure:
             from .tls import client_creator
 
             try:
-                creator = client_creator(tls, host) if tls is not None else client_creator(None, host)
-            except Exception as e:
+                creator = client_creator(tls, host)
+            except ValueError as e:
                 return defer.fail(SendError("cannot set up TLS to %s: %s" % (uri.authority, e)))
             endpoint = wrapClientTLS(creator, endpoint)
-        factory = _ClientFactory(self, uri.scheme, (host, port), identity)
+        factory = _ClientFactory(self, uri.scheme, (host, port), identity, key)
         d = endpoint.connect(factory)
 
         def failed(f):
-            if f.check(SendError):
-                return f
-            conn_id = next(_conn_ids)
             info = SimpleNamespace(
-                conn_id=conn_id, scheme=uri.scheme, direction="out",
+                conn_id=next(_conn_ids), scheme=uri.scheme, direction="out",
                 local_host=None, local_port=None, remote_host=host, remote_port=port)
             reason = f.getErrorMessage()
             self.stats["connect_failures"] += 1
@@ -322,14 +354,13 @@ class ConnectionManager:
             raise SendError("cannot connect to %s: %s" % (uri.authority, reason))
 
         def ready(conn):
-            return conn.when_ready()
+            return conn.when_ready().addErrback(not_ready)
 
         def not_ready(f):
-            if f.check(ConnectionClosed):
-                raise SendError("connection to %s failed: %s" % (uri.authority, f.getErrorMessage()))
-            return f
+            f.trap(ConnectionClosed)
+            raise SendError("connection to %s failed: %s" % (uri.authority, f.getErrorMessage()))
 
-        return d.addCallbacks(ready, failed).addErrback(not_ready)
+        return d.addCallbacks(ready, failed)
 
     def _connected(self, result, key):
         waiters = self._connecting.pop(key, [])
@@ -345,10 +376,13 @@ class ConnectionManager:
     def connection_event(self, conn, event, success, message):
         if event == "TLS_HANDSHAKE" and not success:
             self.stats["tls_failures"] += 1
-        if not success or event in ("ACCEPTED", "CONNECTED"):
-            log.info("MSRP {event} {scheme} {peer} ({direction}): {message}",
-                     event=event, scheme=conn.scheme, direction=conn.direction,
-                     peer=_hostport(conn.remote_host, conn.remote_port), message=message)
+        # The connection logs the closes it makes itself; "message" is a
+        # reserved key of twisted.logger, hence "detail".
+        if event in ("ACCEPTED", "CONNECTED") or (not success and event in ("CONNECT", "TLS_HANDSHAKE")):
+            emit = log.info if success else log.warn
+            emit("MSRP {event} {scheme} {peer} ({direction}): {detail}",
+                 event=event, scheme=conn.scheme, direction=conn.direction,
+                 peer=_hostport(conn.remote_host, conn.remote_port), detail=message)
         for obs in self.observers:
             try:
                 obs.connection_event(conn, event, success, message)
@@ -358,6 +392,15 @@ class ConnectionManager:
     def close_all(self, reason="shutting down"):
         for conn in list(self.connections.values()):
             conn.close(reason, abort=False)
+
+
+def _bind_error(failure):
+    """The OS reason of a failed bind, without Twisted's wrapping."""
+    value = failure.value
+    socket_error = getattr(value, "socketError", None)
+    if socket_error is not None:
+        return getattr(socket_error, "strerror", None) or str(socket_error)
+    return failure.getErrorMessage()
 
 
 def _hostport(host, port):

@@ -314,8 +314,10 @@ class MSRPProtocol(Protocol):
             self.close_reason = reason
         if event is not None:
             self._event(event, False, reason)
-        log.info("MSRP {scheme} connection {peer} closed: {reason}",
-                 scheme=self.scheme, peer=self.peer, reason=reason)
+        # Closes for a fault (the peer's or the network's) are warnings.
+        emit = log.info if event in (None, "IDLE") else log.warn
+        emit("MSRP {scheme} connection {peer} closed: {reason}",
+             scheme=self.scheme, peer=self.peer, reason=reason)
         _cancel(self._read_timer)
         _cancel(self._idle_timer)
         _cancel(self._send_timer)
@@ -392,7 +394,6 @@ class MSRPProtocol(Protocol):
         try:
             events = self.parser.feed(data)
         except FramingError as e:
-            log.warn("MSRP framing error from {peer}: {reason}", peer=self.peer, reason=str(e))
             self.close("framing error: %s" % e, event="FRAMING")
             return
         self._message_ended = False

@@ -120,7 +120,7 @@ class TransactionManager:
             ("requests_sent", "responses_received", "responses_unmatched",
              "transactions_timed_out", "transactions_failed", "requests_received",
              "responses_sent", "reports_sent", "refused_400", "refused_481",
-             "refused_501"), 0)
+             "refused_501", "partial_completed"), 0)
 
     # -- handlers --------------------------------------------------------
     def add_handler(self, handler, match=None, methods=()):
@@ -290,6 +290,12 @@ class TransactionManager:
         if tx is None:
             return
         self._by_conn.get(key[0], set()).discard(key[1])
+        if _expects_no_200(tx.request):
+            # Failure-Report: partial: the receiver never sends a 200, so
+            # silence until the timeout means the request was accepted.
+            self.stats["partial_completed"] += 1
+            tx.deferred.callback(None)
+            return
         self.stats["transactions_timed_out"] += 1
         log.info("transaction {tid} ({method}) to {peer} timed out",
                  tid=key[1], method=tx.request.method, peer=tx.conn.peer)
@@ -589,6 +595,13 @@ class _ForwardingSink:
 
     def resume_producing(self):
         self._resume_source()
+
+
+def _expects_no_200(request):
+    try:
+        return request.failure_report == "partial"
+    except HeaderError:
+        return False
 
 
 def _comment(text):

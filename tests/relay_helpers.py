@@ -1,6 +1,6 @@
 """A small MSRP endpoint and fixtures for the relay tests.
 
-TestPeer is an endpoint built from the real stack (ConnectionManager and
+Peer is an endpoint built from the real stack (ConnectionManager and
 TransactionManager): it authenticates to relays with Digest, sends SENDs
 and REPORTs, answers what it receives with a chosen status (or not at all)
 and queues what it received.  Bodies can be taken whole or hashed as they
@@ -29,7 +29,7 @@ __all__ = [
     "ClosingWatcher",
     "PatternProducer",
     "Received",
-    "TestPeer",
+    "Peer",
     "TwistdProcess",
     "parse_frames",
     "write_users",
@@ -54,7 +54,7 @@ class AuthFailed(Exception):
 
 
 class Received:
-    """A request a TestPeer received; for a streamed body, its size and hash."""
+    """A request a Peer received; for a streamed body, its size and hash."""
 
     def __init__(self, conn, request, length=None, sha256=None):
         self.conn = conn
@@ -68,22 +68,27 @@ class Received:
 
 
 class ClosingWatcher:
-    """Connection observer that closes a manager's connections and fires
-    once every one of them is really gone (connectionLost ran)."""
+    """Closes the connections of a transaction layer and fires once each of
+    them is really gone: after every upper layer saw connection_lost."""
 
-    def __init__(self, manager):
-        self.manager = manager
+    def __init__(self, transactions):
+        self.manager = transactions.connections
         self._waiting = {}
-        manager.observers.append(self)
+        # Registered last, so it hears of a lost connection after the relay.
+        transactions.add_handler(self, match=lambda uri: False)
 
-    def connection_event(self, conn, event, success, message):
-        if event == "CLOSED":
-            d = self._waiting.pop(conn.conn_id, None)
-            if d is not None:
-                d.callback(None)
+    def head_received(self, conn, request):
+        raise AssertionError("ClosingWatcher routes no requests")
+
+    request_received = head_received
+
+    def connection_lost(self, conn, reason):
+        d = self._waiting.pop(conn.conn_id, None)
+        if d is not None:
+            d.callback(None)
 
     def wait_closed(self, conn):
-        """A Deferred that fires when conn has closed."""
+        """A Deferred that fires when conn has closed (conn must be ready)."""
         if conn.closed:
             return defer.succeed(None)
         return self._waiting.setdefault(conn.conn_id, Deferred())
@@ -93,13 +98,14 @@ class ClosingWatcher:
         for conn in list(self.manager.connections.values()):
             if conn.closed:
                 continue
-            waits.append(self.wait_closed(conn))
+            if conn.ready:
+                waits.append(self.wait_closed(conn))
             conn.close("test finished")
         return defer.gatherResults(waits)
 
 
 @implementer(IRequestHandler)
-class TestPeer:
+class Peer:
     """An MSRP endpoint at msrp://NAME.invalid:2855/<random>;tcp.
 
     ``answer`` decides the response to a received SEND: a status code, None
@@ -112,16 +118,21 @@ class TestPeer:
         self.name = name
         self.connections = ConnectionManager(settings=settings or TransportSettings(),
                                              reactor=reactor, tls=tls)
-        self.closer = ClosingWatcher(self.connections)
         self.transactions = TransactionManager(self.connections, reactor, timeout)
         self.uri = MSRPURI("%s.invalid" % name, 2855, new_session_id(), "tcp", scheme)
         self.transactions.add_handler(self, match=lambda uri: uri == self.uri)
+        self.closer = ClosingWatcher(self.transactions)
         self.received = DeferredQueue()
         self.answer = 200
         self.stream_bodies = False
+        # Send everything on this connection (in-memory tests) instead of
+        # looking one up or connecting.
+        self.conn = None
 
     # -- sending -------------------------------------------------------
     def request(self, to_path, method, headers=(), body=None, **kw):
+        if self.conn is not None:
+            kw.setdefault("conn", self.conn)
         return self.transactions.send_request(list(to_path), [self.uri], method,
                                               list(headers), body, **kw)
 
@@ -163,13 +174,13 @@ class TestPeer:
             body = None
         return self.request(to_path, "SEND", items, body, flag=flag, **kw)
 
-    def report(self, request, code=200):
+    def report(self, request, code=200, **kw):
         """The REPORT an endpoint sends for request (to its From-Path)."""
         n = len(request.body or b"")
         items = [("Message-ID", request.message_id),
                  ("Byte-Range", request.headers.get("Byte-Range") or "1-%d/%d" % (n, n)),
                  ("Status", "000 %03d %s" % (code, "OK" if code == 200 else "failed"))]
-        return self.request(request.from_path, "REPORT", items)
+        return self.request(request.from_path, "REPORT", items, **kw)
 
     def close(self):
         return self.closer.close_all()

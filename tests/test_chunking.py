@@ -73,6 +73,7 @@ def connect(client, server, clock):
     here, there = IPv4Address("TCP", "127.0.0.1", 40000 + port), IPv4Address("TCP", host, port)
     pump = iosim.connect(inc, iosim.FakeTransport(inc, True, there, here),
                          out, iosim.FakeTransport(out, False, here, there), clock=clock)
+    client.cm.register_peer(out, server.uri)  # requests to server.uri use this connection
     return out, inc, pump
 
 
@@ -727,7 +728,7 @@ def chunk_request(byte_range, message_id="msg-1", body=b"", flag="+", success="n
     if byte_range is not None:
         headers.append(("Byte-Range", byte_range))
     headers.append(("Content-Type", "text/plain"))
-    return Request("t%07d" % len(byte_range or ""), "SEND", Headers(headers), body, flag)
+    return Request("tid00001", "SEND", Headers(headers), body, flag)
 
 
 class IncomingMessagesTests(SynchronousTestCase):
@@ -1069,6 +1070,12 @@ class EndToEndTests(TestCase):
     timeout = 60
 
     @defer.inlineCallbacks
+    def shut_down(self, cm, watcher):
+        yield cm.stop_listening()
+        cm.close_all()
+        yield watcher.wait()
+
+    @defer.inlineCallbacks
     def test_50_mib_file_over_loopback(self):
         tmp = make_tempdir(self)
         spool = os.path.join(tmp, "spool")
@@ -1091,13 +1098,7 @@ class EndToEndTests(TestCase):
             uri = MSRPURI("127.0.0.1", port.getHost().port, new_session_id())
             watcher = _ClosedWatcher(cm)
             stacks.append((cm, tm, uri, watcher))
-
-            @self.addCleanup
-            @defer.inlineCallbacks
-            def shut(cm=cm, watcher=watcher):
-                yield cm.stop_listening()
-                cm.close_all()
-                yield watcher.wait()
+            self.addCleanup(self.shut_down, cm, watcher)
 
         (send_cm, send_tm, send_uri, _), (recv_cm, recv_tm, recv_uri, _) = stacks
         delivered, reported = defer.Deferred(), defer.Deferred()

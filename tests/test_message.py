@@ -121,7 +121,8 @@ class MessageTests(SynchronousTestCase):
         self.assertIsInstance(msg.headers, Headers)
         self.assertTrue(msg.is_request)
         self.assertFalse(msg.has_body)
-        self.assertEqual((msg.tid, msg.method, msg.flag, msg.body), ("tid12345", "SEND", "$", None))
+        self.assertEqual((msg.tid, msg.method, msg.flag, msg.body),
+                         ("tid12345", "SEND", "$", None))
         msg = request(("Message-ID", "m1"), body=b"x")
         self.assertTrue(msg.has_body)
         self.assertIn("SEND", repr(msg))
@@ -169,7 +170,8 @@ class PathTests(SynchronousTestCase):
         self.assertEqual(msg.from_path[0].userinfo, "alice")
         self.assertEqual(str(msg.from_path[0]), RELAY)
         [use] = msg.use_path
-        self.assertEqual((use.host, use.port, use.session_id), ("intra.example.com", 9000, "jui787s2f"))
+        self.assertEqual((use.host, use.port, use.session_id),
+                         ("intra.example.com", 9000, "jui787s2f"))
         msg = request(("Message-ID", "m1"))
         msg.headers.set("To-Path", "msrp://r1.example.com:1/a;tcp  msrp://r2.example.com:2/b;tcp")
         self.assertEqual([u.host for u in msg.to_path], ["r1.example.com", "r2.example.com"])

@@ -193,6 +193,12 @@ class RefusalTests(SynchronousTestCase):
         self.assertRefused(self.send(headers=[("Message-ID", "m"), ("X-Num", 5),
                                               ("Content-Type", "text/plain")]), "must be str")
 
+    def test_not_encodable(self):
+        """A lone surrogate (say from surrogateescape) cannot go on the wire."""
+        self.assertRefused(self.send(headers=[("Message-ID", "m\udcff"),
+                                              ("Content-Type", "text/plain")]), "UTF-8")
+        self.assertRefused(Response("tid12345", 200, "O\udcffK", [TO, FROM]), "UTF-8")
+
     def test_cr_lf_in_comment(self):
         for comment in ("OK\r\nX: y", "O\rK", "O\nK"):
             self.assertRefused(Response("tid12345", 200, comment, [TO, FROM]), "CR or LF")
@@ -305,7 +311,8 @@ def messages(draw):
         extra.insert(draw(st.integers(0, len(extra))), ("Message-ID", draw(TIDS)))
     body = draw(st.one_of(st.none(), bodies(tid)))
     if body is not None:
-        extra.insert(draw(st.integers(0, len(extra))), ("Content-Type", "application/octet-stream"))
+        extra.insert(draw(st.integers(0, len(extra))),
+                     ("Content-Type", "application/octet-stream"))
     return Request(tid, method, headers + extra, body, draw(st.sampled_from("$+#")))
 
 
@@ -315,7 +322,8 @@ def describe(msg):
 
 
 class RoundTripTests(SynchronousTestCase):
-    @settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=150, database=None, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(messages(), st.data())
     def test_round_trip(self, msg, data):
         try:
@@ -329,7 +337,8 @@ class RoundTripTests(SynchronousTestCase):
         self.assertEqual(describe(back), describe(msg))
         self.assertEqual(serialize(back), wire_bytes)
 
-    @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(max_examples=60, database=None, deadline=None,
+              suppress_health_check=[HealthCheck.too_slow])
     @given(st.lists(messages(), min_size=1, max_size=6), st.data())
     def test_pipelined_round_trip(self, msgs, data):
         msgs = [m for m in msgs if m.body is None or b"-------" + m.tid.encode() not in m.body]

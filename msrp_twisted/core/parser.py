@@ -163,8 +163,11 @@ class Parser:
                     break
                 pos = npos
         except FramingError as e:
+            # Messages completed before the bad bytes are still delivered:
+            # the caller dispatches e.events, then closes.
             self._dead = str(e)
             self._buf = bytearray()
+            e.events = events
             raise
         # Keep what is left for next time, re-basing the scan offsets.
         if pos:
@@ -249,7 +252,7 @@ class Parser:
         block = bytes(buf[eol + 2:head_end]) if head_end > eol else b""
         self._eol = -1
         self._scan = 0
-        message, error = self._build(start, tid, block, b >= 0)
+        message, error = self._build(start, tid, block, b >= 0, lenient_flag is not None)
         if b < 0 or lenient_flag is not None:
             flag = chr(buf[f]) if b < 0 else lenient_flag
             if error is None:
@@ -270,7 +273,7 @@ class Parser:
         if n - pos > self.max_header_block + self.max_start_line:
             raise FramingError("header block exceeds %d bytes" % self.max_header_block)
 
-    def _build(self, start, tid, block, has_body):
+    def _build(self, start, tid, block, has_body, empty_body=False):
         """Validate the head; return (message, None) or (None, MessageError)."""
         tid_s = tid.decode("ascii")
         m = _START_LINE_RE.match(start)
@@ -315,6 +318,10 @@ class Parser:
                 index[key] = len(items)
             items.append((name, value.strip(" \t")))
         # RFC 4975 section 7.1: To-Path first, From-Path second, always.
+        if empty_body and "content-type" not in index:
+            # A blank line straight before the end-line and no Content-Type:
+            # no body at all (some stacks write REPORT and AUTH this way).
+            has_body = False
         error = self._check_head(items, index, tid_s, method, is_request, has_body)
         if error is not None:
             error.headers = items

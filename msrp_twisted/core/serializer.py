@@ -63,7 +63,12 @@ def head(message, has_body=None):
         raise SerializationError(str(e)) from None
     if has_body:
         parts.append("\r\n")
-    return "".join(parts).encode("utf-8")
+    try:
+        return "".join(parts).encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SerializationError(
+            "start line or header is not encodable as UTF-8: %r" % (e.object[e.start:e.end],)
+        ) from None
 
 
 def end_line(tid, flag="$", after_body=True):
