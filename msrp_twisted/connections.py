@@ -20,7 +20,9 @@ from types import SimpleNamespace
 from twisted.internet import defer
 from twisted.internet.endpoints import (
     HostnameEndpoint,
+    TCP4ClientEndpoint,
     TCP4ServerEndpoint,
+    TCP6ClientEndpoint,
     TCP6ServerEndpoint,
     wrapClientTLS,
 )
@@ -158,6 +160,17 @@ def _uri_key(uri):
     return (uri.scheme, uri.host_key, uri.effective_port)
 
 
+def _route_key(conn):
+    """The reuse key of an outbound connection (built from its target when
+    it was made without one)."""
+    if conn.route_key is None and conn.target is not None:
+        from .core.uri import MSRPURI
+
+        host, port = conn.target
+        conn.route_key = _uri_key(MSRPURI(host, port, scheme=conn.scheme))
+    return conn.route_key
+
+
 class ConnectionManager:
     """Owns the connections of one MSRP service."""
 
@@ -251,8 +264,9 @@ class ConnectionManager:
         self.connections[conn.conn_id] = conn
         if conn.direction == "out":
             self.stats["connections_opened"] += 1
-            if conn.route_key is not None:
-                self._add_route(conn.route_key, conn)
+            key = _route_key(conn)
+            if key is not None:
+                self._add_route(key, conn)
         else:
             self.stats["connections_accepted"] += 1
 
@@ -332,7 +346,16 @@ class ConnectionManager:
 
     def _connect(self, uri, tls, identity, key):
         host, port = uri.hostport
-        endpoint = HostnameEndpoint(self.reactor, host, port, timeout=self.settings.connect_timeout)
+        timeout = self.settings.connect_timeout
+        try:
+            version = ipaddress.ip_address(host).version
+        except ValueError:
+            endpoint = HostnameEndpoint(self.reactor, host, port, timeout=timeout)
+        else:
+            # No name to resolve; and HostnameEndpoint would report a refused
+            # connect only after its 0.3 s attempt delay.
+            client_endpoint = TCP4ClientEndpoint if version == 4 else TCP6ClientEndpoint
+            endpoint = client_endpoint(self.reactor, host, port, timeout=timeout)
         if uri.secure:
             from .tls import client_creator
 

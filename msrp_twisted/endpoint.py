@@ -6,9 +6,10 @@ session-id, optionally reached through relays it authenticated to, and the
 peer's path. Messages are sent with chunking and reports; received messages
 are reassembled (spooled to disk when large) and delivered whole.
 
-Path shapes (RFC 4976 section 6): our advertised path is our relays' Use-Paths
-followed by our own URI; we send toward our Use-Paths followed by the peer's
-advertised path.
+Path shapes (RFC 4976 section 6): with relays R1 (authenticated first,
+directly) and R2 (authenticated through R1), we send toward R1, R2, then the
+peer's advertised path; our advertised path, the one peers send along, is
+R2, R1, our own URI: the relay nearest the peer first.
 """
 
 from twisted.internet import defer

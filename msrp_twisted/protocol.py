@@ -34,7 +34,7 @@ can make us do are bounded by a constant per message plus one per KiB
 received (and the message size by max_body). What it cannot tell apart
 from an attack is a legitimate sender whose data arrives in pieces under
 1 KiB, e.g. a body streamed in small TLS records or a path MTU below
-~1 KiB; raise fragment_min_bytes down or max_msg_chunks up for those.
+~1 KiB; lower fragment_min_bytes or raise max_msg_chunks for those.
 
 Timers
 ------
@@ -358,8 +358,9 @@ class MSRPProtocol(Protocol):
                 self._event("TLS_HANDSHAKE", False, text)
             self.close_reason = text
         if self._up:
-            self._event("CLOSED", True, self.close_reason)
+            # Out of the registry before observers hear of it.
             self.manager.connection_closed(self)
+            self._event("CLOSED", True, self.close_reason)
         err = ConnectionClosed(self.close_reason)
         waiters, self._ready_waiters = self._ready_waiters, []
         for d in waiters:

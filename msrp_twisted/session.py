@@ -90,7 +90,9 @@ class Session:
         self.local_uri = local_uri
         self.session_id = local_uri.session_id
         self.use_paths = list(use_paths)
-        self.path = self.use_paths + [local_uri]
+        # Peers reach us through the relay authenticated last first (it was
+        # reached through the ones before it), then back down to us.
+        self.path = self.use_paths[::-1] + [local_uri]
         self.to_path = None
         self.on_message = on_message
         self.chunk_size = chunk_size

@@ -21,7 +21,8 @@ from .core.errors import HeaderError, MSRPError, SerializationError, URIError
 from .core.headers import Headers
 from .core.ids import new_transaction_id
 from .core.message import REASONS, Request, Response
-from .core.serializer import check_body, serialize
+from .core.serializer import head as serialize_head
+from .core.serializer import serialize
 from .core.uri import format_path
 from .protocol import ConnectionClosed, IBodySink, IMessageHandler, IWritabilityObserver
 
@@ -141,6 +142,7 @@ class TransactionManager:
         pass
 
     def head_received(self, conn, message):
+        self.stats["requests_received"] += 1
         handler = self._route(conn, message)
         if handler is None:
             return DISCARD
@@ -148,6 +150,10 @@ class TransactionManager:
 
     def message_received(self, conn, message):
         if message.is_request:
+            if not message.has_body:
+                # A request with a body was counted (and refused, if it
+                # was) when its head arrived.
+                self.stats["requests_received"] += 1
             handler = self._route(conn, message)
             if handler is not None:
                 handler.request_received(conn, message)
@@ -190,7 +196,6 @@ class TransactionManager:
 
     # -- routing ---------------------------------------------------------
     def _route(self, conn, request):
-        self.stats["requests_received"] += 1
         try:
             to_path = request.to_path
             from_path = request.from_path
@@ -335,15 +340,18 @@ class TransactionManager:
         items = [("To-Path", format_path(to_path)), ("From-Path", format_path(from_path))]
         items.extend(headers)
         streamed = body is not None and hasattr(body, "startProducing")
-        request = Request(tid or self.new_tid(body=None if streamed else body), method,
+        request = Request(tid or self.new_tid(conn, None if streamed else body), method,
                           Headers(items), None if streamed else body, flag)
-        if not streamed:
-            try:
+        try:
+            if streamed:
+                # Checked now: once the transaction exists a bad head would
+                # leave it waiting for a response to a frame never sent.
+                serialize_head(request, True)
+                data = None
+            else:
                 data = serialize(request)
-            except SerializationError as e:
-                return defer.fail(e)
-        else:
-            data = None
+        except SerializationError as e:
+            return defer.fail(e)
         return self._send(request, data, body if streamed else None, to_path[0], conn, tls, timeout)
 
     def _send(self, request, data, producer, next_hop, conn, tls, timeout):
@@ -378,9 +386,11 @@ class TransactionManager:
         def got_writer(writer):
             observer = _ProducerThrottle(producer)
             conn.add_writability_observer(observer)
-            if not conn.writable:
-                observer.pause_producing()
             pd = defer.maybeDeferred(producer.startProducing, writer)
+            # Only a started producer can be paused (FileBodyProducer has
+            # nothing to pause before startProducing).
+            if not pd.called and not conn.writable:
+                observer.pause_producing()
 
             def done(r):
                 conn.remove_writability_observer(observer)
@@ -443,7 +453,7 @@ class TransactionManager:
         except (SerializationError, IndexError):
             return defer.fail(SendError("no next hop in To-Path"))
         body = request.body
-        fwd = Request(self.new_tid(body=body), request.method, headers, body, request.flag)
+        fwd = Request(self.new_tid(conn, body), request.method, headers, body, request.flag)
         try:
             data = serialize(fwd)
         except SerializationError as e:
@@ -458,13 +468,20 @@ class TransactionManager:
         it arrives and pauses the source while the destination is not
         writable (or not connected yet).
         """
-        fwd = Request(self.new_tid(), request.method, self.forward_headers(request, hops), None, request.flag)
+        try:
+            headers = self.forward_headers(request, hops)
+            next_hop = request.to_path[hops]
+        except (SerializationError, IndexError):
+            # As forward_request: a failed result, not an exception out of
+            # the caller's head_received (which would close the source).
+            return DISCARD, defer.fail(SendError("no next hop in To-Path"))
+        fwd = Request(self.new_tid(conn), request.method, headers, None, request.flag)
         sink = _ForwardingSink(source)
         result = defer.Deferred()
         if conn is not None:
             d = defer.succeed(conn)
         else:
-            d = self.connections.connection_for(request.to_path[hops], tls)
+            d = self.connections.connection_for(next_hop, tls)
 
         def connected(dest):
             tracked = self._track(dest, fwd, timeout) if self.needs_transaction(fwd) else None
@@ -543,8 +560,10 @@ class _ForwardingSink:
         self.held = []
         if self.aborted:
             writer.abort()
+            self._resume_source()
         elif self.ended is not None:
             writer.end(self.ended)
+            self._resume_source()
         else:
             dest.add_writability_observer(self)
             if dest.writable:

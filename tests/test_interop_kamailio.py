@@ -71,6 +71,8 @@ class Peer:
         # so the URI's host need not resolve.
         self.uri = parse_uri("msrp://%s.invalid:2855/%s;tcp" % (name, new_session_id()))
         self.use_path = []
+        self.granted = None
+        self.errors = []
         self.messages = defer.DeferredQueue()
         self.reports = defer.DeferredQueue()
         self.chunks = []
@@ -97,7 +99,8 @@ class Peer:
         del self._partial[request.message_id]
         body = b"".join(data for _, data in sorted(parts))
         if request.success_report == "yes":
-            self.transactions.send_report(request, 200, byte_range="1-%d/%d" % (len(body), len(body)))
+            d = self.transactions.send_report(request, 200, byte_range="1-%d/%d" % (len(body), len(body)))
+            d.addErrback(self.errors.append)
         self.messages.put((request, body))
 
     # -- actions -------------------------------------------------------------
@@ -430,7 +433,9 @@ class ChainTests(KamailioTestCase):
 
     @defer.inlineCallbacks
     def test_our_relay_then_kamailio(self):
-        """A -> our relay -> Kamailio -> B."""
+        """A -> our relay -> Kamailio -> B. Our relay connects to Kamailio
+        while Alice's first chunk is already in: it must go on reading her
+        connection afterwards."""
         ours = yield self.our_relay()
         alice, bob = self.peer("alice"), self.peer("bob")
         yield alice.auth(ours.relay.uris[0], "alice")

@@ -1,8 +1,8 @@
 """The relay end to end: real MSRPService instances on loopback sockets,
 driven by endpoints built from the same stack (tests/relay_helpers.py)."""
 
-import os
 import re
+import shutil
 import tempfile
 
 from twisted.internet import defer, reactor
@@ -12,13 +12,12 @@ from twisted.trial.unittest import TestCase
 from msrp_twisted.config import MSRPConfig
 from msrp_twisted.core import digest
 from msrp_twisted.core.ids import new_message_id, new_session_id
-from msrp_twisted.core.uri import MSRPURI
+from msrp_twisted.core.uri import MSRPURI, parse_uri
 from msrp_twisted.protocol import TransportSettings
 from msrp_twisted.service import MSRPService
 from msrp_twisted.tls import TLSSettings, clear_client_creator_cache
 from tests.certs import get_test_pki
 from tests.relay_helpers import (
-    AuthFailed,
     ClosingWatcher,
     PatternProducer,
     Peer,
@@ -52,6 +51,7 @@ class RelayTestCase(TestCase):
 
     def setUp(self):
         self.directory = tempfile.mkdtemp(prefix="msrp-relay-test-")
+        self.addCleanup(shutil.rmtree, self.directory, True)
         self.users_file = write_users(self.directory, USERS)
         self.peers = []
         self.relays = []
@@ -489,6 +489,8 @@ def _peak_rss(pid):
 
 
 class LargeTransferTests(RelayTestCase):
+    timeout = 60
+
     @inlineCallbacks
     def test_100_mib_chunk_streams_through_relay_process(self):
         """One 100 MiB chunk through `twistd -n msrp`: bob's sha256 matches
@@ -499,8 +501,6 @@ class LargeTransferTests(RelayTestCase):
             "--max-chunk-size", "0"])
         self.addCleanup(relay.stop)
         ready = yield relay.wait_for(r"MSRP relay ready; URIs: (\S+)")
-        from msrp_twisted.core.uri import parse_uri
-
         relay_uri = parse_uri(ready.group(1))
         a = self.peer("alice")
         b = self.peer("bob", settings=TransportSettings(max_body=0))
@@ -514,8 +514,13 @@ class LargeTransferTests(RelayTestCase):
 
         size = 100 * MiB
         producer = PatternProducer(size)
-        response = yield a.send([ua, ub, b.uri], producer, content_type="application/octet-stream",
-                                byte_range="1-%d/%d" % (size, size))
+        try:
+            response = yield a.send([ua, ub, b.uri], producer,
+                                    content_type="application/octet-stream",
+                                    byte_range="1-%d/%d" % (size, size))
+        except Exception as e:
+            yield relay.stop()
+            self.fail("%s\nrelay log:\n%s" % (e, "\n".join(relay.lines[-15:])))
         self.assertEqual(response.code, 200)
         got = yield b.received.get()
         self.assertEqual(got.length, size)

@@ -20,7 +20,7 @@ from msrp_twisted.core.headers import Headers
 from msrp_twisted.core.ids import new_message_id, new_session_id
 from msrp_twisted.core.message import Request, Response
 from msrp_twisted.core.serializer import end_line, head, serialize
-from msrp_twisted.core.uri import MSRPURI, parse_uri
+from msrp_twisted.core.uri import MSRPURI
 from msrp_twisted.protocol import MSRPProtocol, TransportSettings
 from msrp_twisted.relay.auth import DigestAuthenticator, ExpiresPolicy
 from msrp_twisted.relay.relay import Relay

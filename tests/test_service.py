@@ -157,6 +157,8 @@ class TOMLTests(SynchronousTestCase):
 class TwistdTests(TestCase):
     """`twistd -n msrp` and `twistd -ny msrp.tac` as child processes."""
 
+    timeout = 60
+
     def setUp(self):
         self.directory = _tempdir(self)
         self.users_file = write_users(self.directory, USERS)

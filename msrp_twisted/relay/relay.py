@@ -112,9 +112,7 @@ class Relay:
             raise _Refusal(481, "no relay session %r" % (top.session_id,))
         if len(to_path) < 2:
             raise _Refusal(400, "To-Path has no hop after the relay")
-        if conn is session.conn:
-            if request.from_path[0] != session.client_uri:
-                raise _Refusal(403, "From-Path does not match the session's client")
+        if conn is session.conn and request.from_path[0] == session.client_uri:
             session.frames_out += 1
             nxt = to_path[1]
             if self.is_own(nxt):
@@ -124,11 +122,17 @@ class Relay:
                 if other is None:
                     raise _Refusal(481, "no relay session %r" % (nxt.session_id,))
                 if len(to_path) < 3 or to_path[2] != other.client_uri:
-                    raise _Refusal(403, "session %s is not for %s" % (nxt.session_id, to_path[2:3]))
+                    raise _Refusal(403, "session %s is not for %s" % (
+                        nxt.session_id, to_path[2] if len(to_path) > 2 else "a path ending there"))
                 other.frames_in += 1
                 return other.conn, 2
             return None, 1
+        # Toward the client. This may arrive on the client's own connection
+        # too: a client that is itself a relay (a chain) sends both ways on
+        # one connection.
         if to_path[1] != session.client_uri:
+            if conn is session.conn:
+                raise _Refusal(403, "From-Path does not match the session's client")
             raise _Refusal(403, "session %s may only be used toward its client" % top.session_id)
         session.frames_in += 1
         return session.conn, 1
