@@ -263,6 +263,8 @@ class MSRPProtocol(Protocol):
         t.registerProducer(self, True)
         self._event("ACCEPTED" if self.direction == "in" else "CONNECTED", True,
                     "%s %s" % ("accepted from" if self.direction == "in" else "connected to", self.peer))
+        if self._closing:  # an observer refused it
+            return
         self._arm_idle()
         if self.secure:
             if self.settings.tls_handshake_timeout:
@@ -392,11 +394,12 @@ class MSRPProtocol(Protocol):
             return
         self.bytes_in += len(data)
         self.last_activity = self.reactor.seconds()
+        framing_error = None
         try:
             events = self.parser.feed(data)
         except FramingError as e:
-            self.close("framing error: %s" % e, event="FRAMING")
-            return
+            # What was complete before the bad bytes still counts.
+            framing_error, events = e, getattr(e, "events", ())
         self._message_ended = False
         for ev in events:
             if self._closing:
@@ -407,6 +410,8 @@ class MSRPProtocol(Protocol):
                 log.failure("MSRP handler failed on a message from {peer}", peer=self.peer)
                 self.close("internal error while handling a message")
                 return
+        if framing_error is not None:
+            self.close("framing error: %s" % framing_error, event="FRAMING")
         if self._closing:
             return
         parser = self.parser
@@ -673,7 +678,29 @@ def _reason_text(reason):
     if reason is None:
         return "connection closed"
     value = getattr(reason, "value", reason)
+    tls_text = _tls_reason_text(value)
+    if tls_text is not None:
+        return tls_text
     text = str(value) or type(value).__name__
     if "Connection was closed cleanly" in text:
         return "closed by peer"
     return text
+
+
+def _tls_reason_text(value):
+    """OpenSSL's error stack and service_identity's mismatch, readable."""
+    from OpenSSL import SSL
+    from service_identity import VerificationError
+
+    if isinstance(value, VerificationError):
+        names = []
+        for error in getattr(value, "errors", ()):
+            wanted = getattr(error, "mismatched_id", None)
+            name = getattr(wanted, "hostname", None) or getattr(wanted, "ip", None)
+            names.append(str(name if name is not None else error))
+        return "server certificate does not match %s" % (", ".join(names) or "the host")
+    if isinstance(value, SSL.Error):
+        stack = value.args[0] if value.args and isinstance(value.args[0], list) else []
+        reasons = [entry[-1] for entry in stack if isinstance(entry, tuple) and entry and entry[-1]]
+        return "; ".join(reasons) if reasons else (str(value) or "TLS error")
+    return None

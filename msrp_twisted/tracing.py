@@ -514,6 +514,16 @@ def open_sender(destination, reactor=None, clock=None, **options):
     if isinstance(destination, str):
         destination = parse_trace_destination(destination)
     if destination.transport == "udp":
+        if "interface" not in options:
+            # A loopback collector is reached from a loopback socket; there
+            # is no reason to bind the wildcard address for it.
+            import ipaddress
+
+            try:
+                if ipaddress.ip_address(destination.host).is_loopback:
+                    options["interface"] = destination.host
+            except ValueError:
+                pass
         sender = HEPUDPSender(destination.host, destination.port, reactor=reactor, **options)
     else:
         sender = HEPTCPSender(

@@ -274,18 +274,14 @@ def accepted_for(server, client_conn):
                 return c
         if client_conn.closed:
             raise AssertionError("client connection closed: %s" % client_conn.close_reason)
-        yield _turn()
+        yield reactor_turn()
     raise AssertionError("the server never got the connection")
 
 
-def _turn():
+def reactor_turn():
+    """A Deferred that fires on the next reactor iteration."""
     from twisted.internet import reactor
 
     d = defer.Deferred()
     reactor.callLater(0, d.callback, None)
     return d
-
-
-def reactor_turn():
-    """A Deferred that fires on the next reactor iteration."""
-    return _turn()

@@ -1,6 +1,7 @@
 """ConnectionManager over real loopback sockets (port 0): listeners, TLS,
 reuse, and proto_msrp's connection parameters against misbehaving peers."""
 
+import errno
 import os
 import socket
 
@@ -23,6 +24,7 @@ from .helpers import (
     Network,
     accepted_for,
     listen_and_connect,
+    reactor_turn,
     request,
     request_bytes,
 )
@@ -144,7 +146,7 @@ class ListenerTests(TestCase):
         server = self.net.manager()
         e = yield self.assertFailure(server.listen("msrp:127.0.0.1:%d" % port), ListenerSpecError)
         self.assertEqual(str(e), "cannot listen on msrp:127.0.0.1:%d: %s"
-                         % (port, os.strerror(98) if os.name == "posix" else e))
+                         % (port, os.strerror(errno.EADDRINUSE)))
         self.assertEqual(server.listening, [])
 
     @defer.inlineCallbacks
@@ -226,7 +228,8 @@ class TLSTests(TestCase):
         ca = CertificateAuthority(self.mktemp_dir(), name="other CA")
         other = ca.issue_server("other", names=("other.example",))
         text = yield self.refused(self.server_tls(other), TLSSettings(ca_file=ca.bundle))
-        self.assertIn("127.0.0.1", text)  # the identity that did not match
+        self.assertTrue(text.endswith("TLS handshake failed: server certificate does not match 127.0.0.1"),
+                        text)
 
     @defer.inlineCallbacks
     def test_unknown_ca_refused(self):
@@ -236,7 +239,7 @@ class TLSTests(TestCase):
     @defer.inlineCallbacks
     def test_expired_certificate_refused(self):
         text = yield self.refused(self.server_tls(self.pki.expired), self.client_tls())
-        self.assertIn("certificate verify failed", text)
+        self.assertTrue(text.endswith("TLS handshake failed: certificate verify failed"), text)
 
     @defer.inlineCallbacks
     def test_verification_on_without_any_tls_settings(self):
@@ -547,7 +550,7 @@ class MisbehavingPeerTests(TestCase):
     @defer.inlineCallbacks
     def wait_for_head(self, server):
         while not server.handler.sinks:
-            yield _turn()
+            yield reactor_turn()
 
     def test_fast_1mib_sender_passes(self):
         return self.check_fast_sender("msrp:127.0.0.1:0")
@@ -618,7 +621,7 @@ class BackpressureTests(TestCase):
         conn.send_message(request("tidpress", body))
         self.assertEqual(observer.calls, ["pause"])
         for _ in range(50):
-            yield _turn()
+            yield reactor_turn()
         # Nothing buffers without bound: the sender is still held back.
         self.assertFalse(conn.writable)
         self.assertFalse(got.called)
@@ -661,12 +664,6 @@ class WritabilityRecorder:
         self.calls.append("resume")
         if not self.resumed.called:
             self.resumed.callback(None)
-
-
-def _turn():
-    d = defer.Deferred()
-    reactor.callLater(0, d.callback, None)
-    return d
 
 
 class ManagerUnitTests(SynchronousTestCase):

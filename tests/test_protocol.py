@@ -3,7 +3,6 @@
 from twisted.internet.error import ConnectionAborted, ConnectionLost
 from twisted.internet.testing import StringTransport
 from twisted.logger import capturedLogs, formatEvent
-from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 
 from msrp_twisted.core.errors import MessageError
@@ -113,9 +112,9 @@ class ReadingTests(SynchronousTestCase):
 
     def test_framing_error_closes_with_a_log_line(self):
         conn, transport, _, handler, events = unit_connection()
-        conn.dataReceived(request_bytes("tidgood1"))
         with capturedLogs() as logged:
-            conn.dataReceived(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            # The message before the bad bytes is still delivered.
+            conn.dataReceived(request_bytes("tidgood1") + b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         self.assertTrue(transport.disconnected)  # aborted, not flushed
         lines = [formatEvent(e) for e in logged]
         framing = [line for line in lines if "framing error" in line]

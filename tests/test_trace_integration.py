@@ -126,6 +126,9 @@ class TraceIntegrationTests(TestCase):
         self.listen_port = self.port.getHost().port
         self.start = time.time()
 
+    def server_tls(self):
+        return TLSSettings(cert_file=self.pki.server.cert, key_file=self.pki.server.key)
+
     @defer.inlineCallbacks
     def close_everything(self):
         waits = []
@@ -207,7 +210,7 @@ class TraceIntegrationTests(TestCase):
     @defer.inlineCallbacks
     def test_failed_tls_handshake(self):
         port = yield self.manager.listen(
-            "msrps:127.0.0.1:0", tls=TLSSettings(cert_file=self.pki.server.cert, key_file=self.pki.server.key))
+            "msrps:127.0.0.1:0", tls=self.server_tls())
         tls_port = port.getHost().port
         inbound = self.log.wait("ACCEPTED", "in")
         # The client trusts another CA: it refuses the server's certificate.
@@ -249,7 +252,7 @@ class TraceIntegrationTests(TestCase):
     def test_tls_handshake_timeout(self):
         self.manager.settings.tls_handshake_timeout = 200
         port = yield self.manager.listen(
-            "msrps:127.0.0.1:0", tls=TLSSettings(cert_file=self.pki.server.cert, key_file=self.pki.server.key))
+            "msrps:127.0.0.1:0", tls=self.server_tls())
         # A TCP client that never starts TLS.
         silent = yield connectProtocol(
             TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port), Protocol())
@@ -268,7 +271,7 @@ class TraceIntegrationTests(TestCase):
     @defer.inlineCallbacks
     def test_trace_off_sends_nothing(self):
         self.tracer.enabled = False
-        first_out, first_in = yield self.connect_and_close()
+        yield self.connect_and_close()
         self.assertEqual(self.sender.stats, {"sent": 0, "dropped": 0})
         self.assertEqual(self.tracer.stats["sent"], 0)
         # Switched on at run time (the msrp_trace MI command): the next
@@ -310,7 +313,7 @@ class TraceIntegrationTests(TestCase):
 
         self.tracer.connection_filter = broken
         with capturedLogs() as events:
-            out, inbound = yield self.connect_and_close()
+            yield self.connect_and_close()
         packets = yield self.all_sent()
         self.assertEqual(len(packets), 4)
         failures = [e for e in events if e.get("log_failure") is not None]

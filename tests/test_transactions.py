@@ -30,7 +30,6 @@ from msrp_twisted.core.errors import SerializationError
 from msrp_twisted.core.message import Request, Response
 from msrp_twisted.core.parser import (
     BodyData,
-    InvalidMessage,
     MessageAssembler,
     MessageEnd,
     MessageStart,
@@ -455,6 +454,29 @@ class TimeoutTests(SynchronousTestCase):
         self.assertFalse(timer.active())
         self.assertEqual(node.clock.getDelayedCalls(), [])
 
+    def test_failure_report_partial_silence_means_accepted(self):
+        """A partial receiver never sends 200: the timeout completes the
+        transaction with None instead of failing it."""
+        node = Node()
+        wire = node.wire()
+        d = node.tm.send_request(conn=wire.conn, **send(headers=[("Failure-Report", "partial")]))
+        node.clock.advance(29.9)
+        self.assertNoResult(d)
+        node.clock.advance(0.1)
+        self.assertIsNone(self.successResultOf(d))
+        self.assertEqual(node.tm.stats["partial_completed"], 1)
+        self.assertEqual(node.tm.stats["transactions_timed_out"], 0)
+        self.assertEqual(node.tm.pending_count, 0)
+
+    def test_failure_report_partial_error_response(self):
+        node = Node()
+        wire = node.wire()
+        d = node.tm.send_request(conn=wire.conn, **send(headers=[("Failure-Report", "partial")]))
+        [request] = wire.received()
+        wire.respond(request, 413)
+        self.assertEqual(self.successResultOf(d).code, 413)
+        self.assertEqual(node.clock.getDelayedCalls(), [])
+
     def test_late_response_is_dropped(self):
         node = Node()
         wire = node.wire()
@@ -749,11 +771,13 @@ class RoutingTests(SynchronousTestCase):
         self.assertEqual([r.tid for _, r in h.requests], ["t00002"])
 
     def test_no_response_to_an_unclaimed_report(self):
-        self.wire.feed(request_bytes("t00001", "REPORT", B, A, [("Message-ID", "m1"), ("Status", "000 200 OK")]))
+        self.wire.feed(request_bytes("t00001", "REPORT", B, A,
+                                     [("Message-ID", "m1"), ("Status", "000 200 OK")]))
         self.assertEqual(self.wire.transport.value(), b"")
 
     def test_no_481_with_failure_report_no(self):
-        self.wire.feed(request_bytes("t00001", "SEND", B, A, [("Message-ID", "m1"), ("Failure-Report", "no")]))
+        self.wire.feed(request_bytes("t00001", "SEND", B, A,
+                                     [("Message-ID", "m1"), ("Failure-Report", "no")]))
         self.assertEqual(self.wire.transport.value(), b"")
 
     def test_invalid_request_400_uses_the_paths_parsed_before_the_error(self):
@@ -775,7 +799,8 @@ class RoutingTests(SynchronousTestCase):
         self.wire.feed(b"MSRP t00400 SEND\r\nTo-Path: " + B.encode() + b"\r\nFrom-Path: " + A.encode()
                        + b"\r\nContent-Type: text/plain\r\n\r\nbody\r\n-------t00400$\r\n")
         [response] = self.wire.received()
-        self.assertEqual((response.tid, response.code, response.comment), ("t00400", 400, "missing Message-ID"))
+        self.assertEqual((response.tid, response.code, response.comment),
+                         ("t00400", 400, "missing Message-ID"))
         self.assertEqual(response.headers["To-Path"], A)
 
     def test_invalid_auth_400_to_the_full_from_path(self):
@@ -801,7 +826,8 @@ class RoutingTests(SynchronousTestCase):
             self.wire.feed(b"MSRP t00400 SEND\r\nTo-Path: " + B.encode()
                            + b"\r\nMessage-ID: m1\r\n-------t00400$\r\n")
         self.assertEqual(self.wire.transport.value(), b"")
-        self.assertTrue([e for e in events if e.get("tid") == "t00400" and "cannot answer" in e["log_format"]])
+        self.assertTrue([e for e in events
+                         if e.get("tid") == "t00400" and "cannot answer" in e["log_format"]])
 
     def test_invalid_response_is_not_answered(self):
         self.wire.feed(b"MSRP t00400 200 OK\r\nTo-Path: " + A.encode() + b"\r\n-------t00400$\r\n")
@@ -899,9 +925,11 @@ class SendReportTests(SynchronousTestCase):
         self.assertEqual(report.headers["Byte-Range"], "1-5/5")
 
     def test_goes_on_the_given_connection(self):
+        # Two connections from the relay; the first would be reused by
+        # default, the REPORT must take the one it is given.
         second = self.node.wire()
-        request = self.receive(wire=second)
         self.receive(wire=self.wire)
+        request = self.receive(wire=second)
         self.tm.send_report(request, 200, conn=second.conn)
         self.assertEqual([m.method for m in second.received()], ["REPORT"])
         self.assertEqual(self.wire.received(), [])
@@ -912,6 +940,7 @@ class SendReportTests(SynchronousTestCase):
         self.tm.send_report(request, 200)
         self.assertEqual([m.method for m in self.wire.received()], ["REPORT"])
         self.assertEqual(unrelated.received(), [])
+        self.assertEqual(self.node.clock.tcpClients, [])
 
 
 # -- forwarding (relays) ---------------------------------------------------------
