@@ -221,6 +221,7 @@ class MSRPProtocol(Protocol):
         self._sink = None
         self._current = None
         self._parts = None
+        self._trace = None  # [message, body prefix] while tracing messages
         self._fragments = 0
         self._message_ended = False
         self._read_timer = None
@@ -431,8 +432,40 @@ class MSRPProtocol(Protocol):
             # head that is still arriving keeps its deadline.
             self._arm_read_timer(reset=self._message_ended or parser.in_body)
 
+    def _message_tracer(self):
+        tracer = getattr(self.manager, "tracer", None)
+        if tracer is not None and tracer.trace_messages and tracer.enabled:
+            return tracer
+        return None
+
+    def _trace_message(self, direction, head_bytes, body_prefix):
+        tracer = self._message_tracer()
+        if tracer is not None:
+            try:
+                tracer.message(self, direction, head_bytes, body_prefix)
+            except Exception:
+                log.failure("message trace failed")
+
+    def _trace_out(self, data):
+        """Trace a serialized outgoing frame: its head and a body prefix."""
+        if self._message_tracer() is None:
+            return
+        data = bytes(data)
+        i = data.find(b"\r\n\r\n")
+        if i >= 0:
+            head, body = data[:i + 4], data[i + 4:]
+        else:
+            j = data.find(b"\r\n-------")
+            head, body = (data[:j + 2], b"") if j >= 0 else (data, b"")
+        self._trace_message("out", head, body)
+
     def _dispatch(self, ev):
         t = type(ev)
+        if self._trace is not None:
+            self._trace_event(t, ev)
+        elif t is _p.MessageStart and self._message_tracer() is not None:
+            self._trace = [ev.message, bytearray()]
+            self._trace_event(t, ev)
         if t is _p.BodyData:
             if self._sink is not None:
                 self._sink.body_data(ev.data)
@@ -477,6 +510,22 @@ class MSRPProtocol(Protocol):
             log.info("invalid MSRP message from {peer} (tid {tid}): {reason}",
                      peer=self.peer, tid=err.tid, reason=err.reason)
             self.handler.invalid_message(self, err)
+
+    def _trace_event(self, t, ev):
+        msg, prefix = self._trace
+        if t is _p.BodyData:
+            room = self._message_tracer()
+            room = room.max_body - len(prefix) if room is not None else 0
+            if room > 0:
+                prefix += ev.data[:room]
+        elif t is _p.MessageEnd or t is _p.InvalidMessage or (t is _p.MessageStart and not ev.message.has_body):
+            self._trace = None
+            if t is not _p.InvalidMessage:
+                try:
+                    head = serialize_head(msg, msg.has_body)
+                except Exception:
+                    return
+                self._trace_message("in", head, bytes(prefix))
 
     def _arm_read_timer(self, reset):
         delay = self.settings.msg_read_timeout
@@ -551,6 +600,7 @@ class MSRPProtocol(Protocol):
         if not self._can_write():
             raise ConnectionClosed(self.close_reason or "connection closed")
         self.messages_out += 1
+        self._trace_out(data)
         if self._stream is not None:
             if len(self._queue) >= self.settings.max_queued_frames:
                 self.close("too many frames queued behind a streamed body")
@@ -566,6 +616,7 @@ class MSRPProtocol(Protocol):
             return fail(ConnectionClosed(self.close_reason or "connection closed"))
         data = serialize_head(message, True)
         self.messages_out += 1
+        self._trace_out(data)
         if self._stream is None:
             self._write(data)
             self._stream = _StreamWriter(self, message.tid)

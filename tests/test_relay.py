@@ -496,14 +496,18 @@ class LargeTransferTests(RelayTestCase):
         """One 100 MiB chunk through `twistd -n msrp`: bob's sha256 matches
         and the relay's peak RSS grows by a small fraction of the chunk, so
         it was streamed, never held."""
+        # max_msg_chunks is off on both receiving ends: its rule (a message
+        # may arrive in at most 3 reads under 1 KiB, however large it is)
+        # drops a 100 MiB chunk when flow control makes TCP deliver a few
+        # short reads, which a loaded machine does now and then.
         relay = TwistdProcess.spawn(reactor, [
             "msrp", "--listen", "msrp:127.0.0.1:0", "--users", self.users_file, "--mi", "none",
-            "--max-chunk-size", "0"])
+            "--max-chunk-size", "0", "--max-msg-chunks", "0"])
         self.addCleanup(relay.stop)
         ready = yield relay.wait_for(r"MSRP relay ready; URIs: (\S+)")
         relay_uri = parse_uri(ready.group(1))
         a = self.peer("alice")
-        b = self.peer("bob", settings=TransportSettings(max_body=0))
+        b = self.peer("bob", settings=TransportSettings(max_body=0, max_msg_chunks=0))
         b.stream_bodies = True
         ua = (yield a.auth(relay_uri, "alice", USERS["alice"])).use_path[0]
         ub = (yield b.auth(relay_uri, "bob", USERS["bob"])).use_path[0]

@@ -320,3 +320,44 @@ class TraceIntegrationTests(TestCase):
         self.assertEqual(len(failures), 2)
         self.assertTrue(all(e["log_failure"].check(RuntimeError) for e in failures))
         self.flushLoggedErrors(RuntimeError)
+
+    @defer.inlineCallbacks
+    def test_messages_are_traced_both_ways(self):
+        """trace_messages: start line, headers and a body prefix of every
+        message, correlated with the connection events by the connection id."""
+        self.tracer.trace_messages = True
+        self.tracer.max_body = 10
+        self.manager.tracer = self.tracer
+        tm = self.manager.handler
+        body = b"0123456789abcdefghij"
+        response = yield tm.send_request(
+            [parse_uri("msrp://127.0.0.1:%d/nobody;tcp" % self.listen_port)],
+            [parse_uri("msrp://127.0.0.1:1/me;tcp")], "SEND",
+            [("Message-ID", "m1234"), ("Content-Type", "text/plain")], body, tid="tracedtid1")
+        self.assertEqual(response.code, 481)
+        packets = yield self.all_sent()
+        messages = [p for p in packets if p.proto_type == self.tracer.message_proto_type]
+        self.assertEqual(len(messages), 4)  # SEND out/in, 481 out/in
+        sends = [p for p in messages if p.payload.startswith(b"MSRP tracedtid1 SEND\r\n")]
+        replies = [p for p in messages if p.payload.startswith(b"MSRP tracedtid1 481")]
+        self.assertEqual((len(sends), len(replies)), (2, 2))
+        for p in sends:
+            # Headers, the blank line, then only max_body bytes of the body.
+            self.assertIn(b"Message-ID: m1234\r\n", p.payload)
+            self.assertTrue(p.payload.endswith(b"\r\n\r\n0123456789"), p.payload)
+        # The sent and the received copy share their connection's id with
+        # that connection's ACCEPTED / CONNECTED traces.
+        events = {p.correlation_id for p in packets if p.proto_type == hep.PROTO_NET}
+        self.assertEqual({p.correlation_id for p in messages}, events)
+        out_send = [p for p in sends if p.src_port != self.listen_port][0]
+        self.assertEqual(out_send.dst_port, self.listen_port)
+
+    @defer.inlineCallbacks
+    def test_messages_not_traced_when_off(self):
+        self.manager.tracer = self.tracer  # trace_messages stays False
+        tm = self.manager.handler
+        yield tm.send_request(
+            [parse_uri("msrp://127.0.0.1:%d/nobody;tcp" % self.listen_port)],
+            [parse_uri("msrp://127.0.0.1:1/me;tcp")], "SEND", [("Message-ID", "m1234")])
+        packets = yield self.all_sent()
+        self.assertEqual([p for p in packets if p.proto_type != hep.PROTO_NET], [])
