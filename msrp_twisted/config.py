@@ -109,6 +109,11 @@ OPTIONS = {
     "auth_min_expires": (60, _int(1, 86400 * 365), "smallest Expires granted (smaller: 423 with Min-Expires)"),
     "auth_max_expires": (3600, _int(1, 86400 * 365), "largest Expires granted (larger: 423 with Max-Expires)"),
     "nonce_expire": (30, _int(1, 86400), "s a Digest nonce stays valid"),
+    "auth_max_failures": (10, _int(0, 1000000),
+                          "failed AUTHs from one address within --auth-failure-window before it is blocked; 0 = off"),
+    "auth_failure_window": (60.0, _float(1.0), "s over which failed AUTHs are counted"),
+    "auth_block_time": (300.0, _float(0.0), "s an address stays blocked after too many failed AUTHs"),
+    "max_connections_per_ip": (0, _int(0, 1000000), "simultaneous accepted connections from one address; 0 = no cap"),
 }
 
 
@@ -144,6 +149,10 @@ class MSRPConfig:
     auth_min_expires: int = 60
     auth_max_expires: int = 3600
     nonce_expire: int = 30
+    auth_max_failures: int = 10
+    auth_failure_window: float = 60.0
+    auth_block_time: float = 300.0
+    max_connections_per_ip: int = 0
 
     @classmethod
     def from_mapping(cls, values, source="configuration"):

@@ -31,6 +31,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from .limits import ConnectionCap
 from .protocol import ConnectionClosed, MSRPProtocol, TransportSettings, _conn_ids
 
 log = Logger()
@@ -189,6 +190,17 @@ class ConnectionManager:
         self.stats = dict.fromkeys(
             ("connections_accepted", "connections_opened", "connect_failures",
              "tls_failures", "connections_closed"), 0)
+        self.connection_cap = ConnectionCap(self.settings.max_connections_per_ip)
+        self._admitted = set()
+
+    def admit(self, conn):
+        """None when an accepted connection may stay, else why it may not."""
+        cap = self.connection_cap
+        if not cap.admit(conn.remote_host):
+            self.stats["connections_refused"] = cap.stats["connections_refused"]
+            return "too many connections from %s (max_connections_per_ip=%d)" % (conn.remote_host, cap.limit)
+        self._admitted.add(conn.conn_id)
+        return None
 
     # -- listeners -------------------------------------------------------
     def listen(self, spec, tls=None):
@@ -273,6 +285,9 @@ class ConnectionManager:
     def connection_closed(self, conn):
         self.stats["connections_closed"] += 1
         self.connections.pop(conn.conn_id, None)
+        if conn.conn_id in self._admitted:
+            self._admitted.discard(conn.conn_id)
+            self.connection_cap.release(conn.remote_host)
         if conn.direction == "out" and conn.route_key is not None:
             self._drop_route(conn.route_key, conn)
         for key in conn.peer_uris:

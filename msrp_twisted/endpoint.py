@@ -6,22 +6,52 @@ session-id, optionally reached through relays it authenticated to, and the
 peer's path. Messages are sent with chunking and reports; received messages
 are reassembled (spooled to disk when large) and delivered whole.
 
-Path shapes (RFC 4976 section 6): with relays R1 (authenticated first,
-directly) and R2 (authenticated through R1), we send toward R1, R2, then the
-peer's advertised path; our advertised path, the one peers send along, is
-R2, R1, our own URI: the relay nearest the peer first.
+Path shapes (RFC 4975 section 6, RFC 4976 section 6)
+-----------------------------------------------------
+* Our URI: ``msrp://HOST:PORT/SESSION-ID;tcp`` (``msrps`` over TLS). HOST and
+  PORT are our listener's; an endpoint that does not listen is only ever
+  reached on connections it opened, so its URI names 127.0.0.1:2855 and the
+  scheme of the relay or peer it talks to.
+* Relays are authenticated to in order, each one through the ones before
+  it: ``create_session(relays=[(R1, user, pw), (R2, user, pw)])`` yields our
+  Use-Paths ``[U1, U2]`` (nearest first).
+* Our advertised path (``session.path_text``, what SDP's a=path carries) is
+  the Use-Paths from the far end inward, then our URI: ``U2 U1 OURS``; with
+  no relay it is just ``OURS``.
+* We send toward our Use-Paths, nearest first, then the peer's advertised
+  path: To-Path ``U1 U2 P2 P1 PEER``. The passive side may skip connect()
+  and answer along the From-Path of what it received, which already has
+  that shape.
+
+Building a chat application
+---------------------------
+::
+
+    ep = Endpoint()
+    yield ep.listen("msrp:127.0.0.1:0")      # or relays=[...] below
+    session = yield ep.create_session(on_message=show)
+    signal_to_peer(session.path_text)         # e.g. a=path in SDP
+    yield session.connect(peer_path_text)     # active: empty SEND first
+    out = session.send_message("hello")       # bytes, text or a file path
+    yield out.result                          # 200s / success REPORT
+    ...
+    yield ep.close()
+
+``show(message)`` gets each complete ReceivedMessage (``data`` in memory or
+``path`` of the spooled file, ``sha256``, ``content_type``, ``headers``).
+Without on_message, ``yield session.next_message()`` or ``async for``.
 """
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from .connections import ConnectionManager, parse_listener
+from .connections import ConnectionManager, SendError, parse_listener
 from .core import digest
 from .core.errors import HeaderError
 from .core.ids import new_message_id, new_session_id
 from .core.uri import MSRPURI, parse_path, parse_uri
 from .protocol import TransportSettings
-from .transactions import TransactionManager
+from .transactions import TransactionError, TransactionManager
 
 log = Logger()
 
@@ -46,7 +76,12 @@ def authenticate(tm, relay_uri, local_uri, username, password, via=(), expires=N
     headers = []
     if expires is not None:
         headers.append(("Expires", str(expires)))
-    response = yield tm.send_request(to_path, [local_uri], "AUTH", headers, tls=tls)
+
+    def request(extra):
+        d = tm.send_request(to_path, [local_uri], "AUTH", extra, tls=tls)
+        return d.addErrback(_unreachable, relay_uri)
+
+    response = yield request(headers)
     for _ in range(4):
         if response.code == 200:
             break
@@ -57,7 +92,7 @@ def authenticate(tm, relay_uri, local_uri, username, password, via=(), expires=N
             # Every challenge carries a fresh nonce, so the count restarts at 1.
             cred = digest.make_authorization(challenge, username, password, "AUTH", str(relay_uri), nc=1)
             auth_headers = [("Authorization", digest.format_credentials(cred))] + headers
-            response = yield tm.send_request(to_path, [local_uri], "AUTH", auth_headers, tls=tls)
+            response = yield request(auth_headers)
             if response.code == 401 and response.www_authenticate and \
                     response.www_authenticate.get("stale", "").lower() != "true":
                 raise AuthError("relay %s refused the credentials of %s (401)" % (relay_uri, username), 401)
@@ -67,7 +102,7 @@ def authenticate(tm, relay_uri, local_uri, username, password, via=(), expires=N
             if bound is None:
                 raise AuthError("relay %s refused Expires %s (423) without a bound" % (relay_uri, expires), 423)
             headers = [("Expires", str(bound))]
-            response = yield tm.send_request(to_path, [local_uri], "AUTH", headers, tls=tls)
+            response = yield request(headers)
             continue
         raise AuthError("relay %s refused AUTH of %s: %d %s"
                         % (relay_uri, username, response.code, response.comment or ""), response.code)
@@ -87,13 +122,22 @@ def authenticate(tm, relay_uri, local_uri, username, password, via=(), expires=N
     return list(use_path), granted
 
 
+def _unreachable(failure, relay_uri):
+    """AUTH that got no answer: say which relay, not just which socket."""
+    failure.trap(SendError, TransactionError)
+    raise EndpointError("cannot reach relay %s: %s" % (relay_uri, failure.getErrorMessage()),
+                        getattr(failure.value, "code", None))
+
+
 class Endpoint:
     """A local MSRP endpoint: transport + transactions + sessions."""
 
     def __init__(self, reactor=None, tls=None, settings=None, host="127.0.0.1",
                  transaction_timeout=30.0, observers=()):
+        self._closing = {}
         self.connections = ConnectionManager(settings=settings or TransportSettings(),
-                                             reactor=reactor, tls=tls, observers=observers)
+                                             reactor=reactor, tls=tls,
+                                             observers=list(observers) + [self])
         self.reactor = self.connections.reactor
         self.transactions = TransactionManager(self.connections, self.reactor, transaction_timeout)
         self.tls = tls
@@ -112,20 +156,29 @@ class Endpoint:
         self.port = port.getHost().port
         return port
 
-    def local_uri(self, session_id=None):
+    @property
+    def listening(self):
+        return self.port is not None
+
+    def local_uri(self, session_id=None, scheme=None):
+        """Our URI for a session; scheme defaults to the listener's."""
         host = "[%s]" % self.host if ":" in self.host else self.host
         port = self.port if self.port is not None else 2855
-        return parse_uri("%s://%s:%d/%s;tcp" % (self.scheme, host, port, session_id or new_session_id()))
+        return parse_uri("%s://%s:%d/%s;tcp" % (scheme or self.scheme, host, port,
+                                                 session_id or new_session_id()))
 
     @defer.inlineCallbacks
     def create_session(self, session_id=None, relays=(), expires=None, **options):
         """A new session; relays is a list of (relay_uri, username, password)
         authenticated in order, each through the ones before it."""
-        local = self.local_uri(session_id)
+        relays = [(parse_uri(r, require_transport=False) if isinstance(r, str) else r, u, p)
+                  for r, u, p in relays]
+        # Reached only through the first relay: a URI of its scheme keeps
+        # msrps traffic from ever being addressed to a plain msrp URI.
+        scheme = relays[0][0].scheme if relays and not self.listening else None
+        local = self.local_uri(session_id, scheme)
         use_paths = []
         for relay_uri, username, password in relays:
-            if isinstance(relay_uri, str):
-                relay_uri = parse_uri(relay_uri, require_transport=False)
             use_path, _ = yield authenticate(self.transactions, relay_uri, local, username, password,
                                              via=use_paths, expires=expires, tls=self.tls)
             use_paths.extend(use_path[len(use_paths):] if use_path[:len(use_paths)] == use_paths else use_path)
@@ -139,11 +192,21 @@ class Endpoint:
         self.sessions.pop(session.local_uri.session_id, None)
 
     def close(self):
+        """Close every session and connection; fires once they are all gone."""
         for session in list(self.sessions.values()):
             session.close()
-        d = self.connections.stop_listening()
+        waits = [self.connections.stop_listening()]
+        for conn in list(self.connections.connections.values()):
+            if not conn.closed:
+                waits.append(self._closing.setdefault(conn.conn_id, defer.Deferred()))
         self.connections.close_all()
-        return d
+        return defer.gatherResults(waits, consumeErrors=True).addCallback(lambda _: None)
+
+    def connection_event(self, conn, event, success, message):
+        if event == "CLOSED":
+            d = self._closing.pop(conn.conn_id, None)
+            if d is not None:
+                d.callback(None)
 
 
 def as_path(value):

@@ -91,6 +91,7 @@ class TransportSettings:
     max_header_block: int = _p.DEFAULT_MAX_HEADER_BLOCK
     max_body: int = _p.DEFAULT_MAX_BODY  # per received chunk; 0 = no limit
     max_queued_frames: int = 10000  # frames waiting behind a streamed body
+    max_connections_per_ip: int = 0  # accepted connections from one address; 0 = no cap
 
 
 class ConnectionClosed(Exception):
@@ -266,6 +267,11 @@ class MSRPProtocol(Protocol):
                     "%s %s" % ("accepted from" if self.direction == "in" else "connected to", self.peer))
         if self._closing:  # an observer refused it
             return
+        if self.direction == "in":
+            refusal = self.manager.admit(self)
+            if refusal is not None:
+                self.close(refusal, event="CONNECTION_LIMIT")
+                return
         self._arm_idle()
         if self.secure:
             if self.settings.tls_handshake_timeout:

@@ -61,7 +61,7 @@ class MSRPService(service.Service):
             tls_handshake_timeout=c.tls_handshake_timeout,
             cert_check_on_conn_reusage=c.cert_check_on_conn_reusage,
             msg_read_timeout=c.msg_read_timeout, idle_timeout=c.idle_timeout,
-            max_body=c.max_chunk_size)
+            max_body=c.max_chunk_size, max_connections_per_ip=c.max_connections_per_ip)
         try:
             tls = self._tls_settings()
         except ValueError as e:
@@ -96,7 +96,11 @@ class MSRPService(service.Service):
         policy = ExpiresPolicy(default=c.auth_expires, minimum=c.auth_min_expires, maximum=c.auth_max_expires)
         from .relay.relay import Relay
 
-        self.relay = Relay(self.transactions, [], authenticator, policy, reactor=self.reactor, tls=tls)
+        from .limits import AuthThrottle
+
+        throttle = AuthThrottle(self.reactor, c.auth_max_failures, c.auth_failure_window, c.auth_block_time)
+        self.relay = Relay(self.transactions, [], authenticator, policy, reactor=self.reactor, tls=tls,
+                           throttle=throttle)
 
     # -- lifecycle -----------------------------------------------------------
     def startService(self):
@@ -245,6 +249,10 @@ class MSRPService(service.Service):
             stats["transactions_" + key if not key.startswith("transactions_") else key] = value
         for key, value in self.relay.stats.items():
             stats["relay_" + key] = value
+        if self.relay.throttle is not None:
+            for key, value in self.relay.throttle.stats.items():
+                stats["relay_" + key] = value
+        stats["connections_refused"] = cm.connection_cap.stats["connections_refused"]
         if self.tracer is not None:
             ts = self.tracer.stats
             stats["traces_sent"] = int(ts.get("sent", 0))

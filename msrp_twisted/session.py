@@ -10,9 +10,11 @@ from twisted.internet import defer, task
 from twisted.logger import Logger
 
 from .chunking import DEFAULT_CHUNK_SIZE, ChunkReceiver, MessageSender
+from .connections import SendError
 from .core.errors import HeaderError, URIError
 from .core.ids import new_message_id
 from .endpoint import EndpointError, as_path
+from .transactions import TransactionError
 
 log = Logger()
 
@@ -22,11 +24,18 @@ class DeliveryFailed(EndpointError):
 
 
 class SessionClosed(EndpointError):
-    pass
+    """The session was closed before the operation could finish."""
 
 
 class OutgoingMessage:
-    """A message being sent: ``result`` fires on confirmed delivery."""
+    """A message being sent: ``result`` fires on confirmed delivery.
+
+    With a success report asked for, that is once every chunk got its 200
+    *and* the REPORT arrived (through relays the REPORT may overtake the
+    last 200); ``result`` then fires with the SendResult and ``report`` is
+    the REPORT. A failure REPORT fails it with DeliveryFailed (and stops the
+    send); cancel() fails it with chunking.SendCancelled.
+    """
 
     def __init__(self, session, sender, success_report):
         self.session = session
@@ -35,7 +44,8 @@ class OutgoingMessage:
         self.success_report = success_report
         self.result = defer.Deferred(lambda d: self.cancel())
         self.report = None  # the REPORT request that confirmed or failed it
-        self._sent = False
+        self.summary = None  # the SendResult once every chunk was confirmed
+        self._confirmed = False
         sender.result.addCallbacks(self._sent_ok, self._send_failed)
 
     def cancel(self):
@@ -43,16 +53,13 @@ class OutgoingMessage:
         self.sender.cancel()
 
     def _sent_ok(self, summary):
-        self._sent = True
         self.summary = summary
-        if not self.success_report:
+        if not self.success_report or self._confirmed:
             self._finish(summary)
         return None
 
     def _send_failed(self, f):
-        self.session._outgoing.pop(self.message_id, None)
-        if not self.result.called:
-            self.result.errback(f)
+        self._fail(f)
         return None
 
     def _finish(self, value):
@@ -60,41 +67,47 @@ class OutgoingMessage:
         if not self.result.called:
             self.result.callback(value)
 
+    def _fail(self, reason):
+        self.session._outgoing.pop(self.message_id, None)
+        if not self.result.called:
+            self.result.errback(reason)
+
     def report_received(self, request):
-        self.report = request
         try:
             status = request.status
         except HeaderError:
             status = None
         if status is None:
+            log.info("REPORT for {mid} without a usable Status ignored", mid=self.message_id)
             return
+        self.report = request
         if status.code == 200:
             if self.success_report:
-                self._finish(getattr(self, "summary", None) or request)
-        else:
-            self.sender.cancel()
-            self.session._outgoing.pop(self.message_id, None)
-            if not self.result.called:
-                self.result.errback(DeliveryFailed(
-                    "message %s not delivered: %03d %s" % (self.message_id, status.code, status.comment or ""),
-                    status.code))
+                self._confirmed = True
+                if self.summary is not None:
+                    self._finish(self.summary)
+            return
+        # Fail first: stopping the sender must not turn this into a cancel.
+        self._fail(DeliveryFailed(
+            "message %s not delivered: %03d %s" % (self.message_id, status.code, status.comment or ""),
+            status.code))
+        self.sender.cancel("the far end reported %03d" % status.code)
 
 
 class Session:
     """An MSRP session: our path, the peer's path, messages both ways."""
 
     def __init__(self, endpoint, local_uri, use_paths=(), on_message=None, chunk_size=DEFAULT_CHUNK_SIZE,
-                 spool_dir=None, max_size=None, keepalive=None):
+                 spool_dir=None, max_size=None, keepalive=None, on_message_failed=None):
         self.endpoint = endpoint
         self.tm = endpoint.transactions
         self.local_uri = local_uri
         self.session_id = local_uri.session_id
+        # Nearest relay first: the order we send through them.
         self.use_paths = list(use_paths)
-        # Peers reach us through the relay authenticated last first (it was
-        # reached through the ones before it), then back down to us.
-        self.path = self.use_paths[::-1] + [local_uri]
         self.to_path = None
         self.on_message = on_message
+        self.on_message_failed = on_message_failed
         self.chunk_size = chunk_size
         self.closed = False
         self._outgoing = {}
@@ -114,6 +127,13 @@ class Session:
         return uri.session_id == self.session_id and not self.closed
 
     @property
+    def path(self):
+        """Our path as peers address it: the relay authenticated last (the
+        one nearest the peer) first, back down to our URI (RFC 4976
+        section 6)."""
+        return self.use_paths[::-1] + [self.local_uri]
+
+    @property
     def path_text(self):
         """Our path as a peer needs it (what SDP's a=path carries)."""
         return " ".join(str(u) for u in self.path)
@@ -121,11 +141,23 @@ class Session:
     # -- setup -----------------------------------------------------------------
     def connect(self, peer_path, active=True):
         """Set the peer's path; the active side opens the connection with an
-        empty SEND (RFC 4975 section 5.4), which some clients require."""
+        empty SEND (RFC 4975 section 5.4), which some clients require.
+
+        Fires with the session, or fails with EndpointError saying why the
+        peer could not be reached or refused the session.
+        """
+        if self.closed:
+            return defer.fail(SessionClosed("session %s is closed" % self.session_id))
         try:
             peer = as_path(peer_path)
         except (URIError, ValueError) as e:
             return defer.fail(EndpointError("bad peer path: %s" % e))
+        if not peer:
+            return defer.fail(EndpointError("bad peer path: it is empty"))
+        if not self.use_paths and not self.endpoint.listening and peer[0].scheme != self.local_uri.scheme:
+            # Reachable only on the connection we open: name its scheme, so
+            # that the peer answers over it instead of looking for another.
+            self.local_uri = self.endpoint.local_uri(self.session_id, peer[0].scheme)
         self.to_path = self.use_paths + peer
         if not active:
             return defer.succeed(self)
@@ -134,11 +166,17 @@ class Session:
 
         def opened(response):
             if response is not None and response.code != 200:
-                raise EndpointError("peer refused the session: %d %s" % (response.code, response.comment or ""),
+                raise EndpointError("peer %s refused the session: %d %s"
+                                    % (self.to_path[-1], response.code, response.comment or ""),
                                     response.code)
             return self
 
-        return d.addCallback(opened)
+        def unreachable(f):
+            f.trap(SendError, TransactionError)
+            raise EndpointError("cannot reach %s: %s" % (self.to_path[0], f.getErrorMessage()),
+                                getattr(f.value, "code", None))
+
+        return d.addCallbacks(opened, unreachable)
 
     # -- sending ---------------------------------------------------------------
     def send_message(self, content, content_type="text/plain", success_report=False, failure_report="yes",
@@ -191,25 +229,36 @@ class Session:
         out.report_received(request)
 
     def _message_failed(self, entry, error):
-        log.info("incoming message {mid} failed: {err}", mid=getattr(entry, "message_id", "?"), err=error)
+        mid = getattr(entry, "message_id", "?")
+        log.info("incoming message {mid} failed: {err}", mid=mid, err=error)
+        if self.on_message_failed is not None:
+            try:
+                self.on_message_failed(mid, error)
+            except Exception:
+                log.failure("on_message_failed failed for {mid}", mid=mid)
 
     def next_message(self):
         """A Deferred firing with the next complete message (when no
-        on_message callback is set)."""
+        on_message callback is set); fails with SessionClosed once the
+        session is closed and nothing is left."""
+        if self.closed and not self._queue.pending:
+            return defer.fail(SessionClosed("session %s is closed" % self.session_id))
         return self._queue.get()
 
     def __aiter__(self):
         return self
 
     async def __anext__(self):
-        if self.closed and not self._queue.pending:
-            raise StopAsyncIteration
-        return await self._queue.get()
+        try:
+            return await self.next_message()
+        except SessionClosed:
+            raise StopAsyncIteration from None
 
     # -- keep-alive and close -------------------------------------------------
-    def start_keepalive(self, interval):
+    def start_keepalive(self, interval, clock=None):
         """An empty SEND every interval seconds keeps connections and relay
-        sessions from idling out; a failed one is logged."""
+        sessions from idling out; a failed one is logged. clock defaults to
+        the endpoint's reactor."""
         self.stop_keepalive()
 
         def ping():
@@ -221,7 +270,7 @@ class Session:
                                             sid=self.session_id, err=f.getErrorMessage()))
 
         self._keepalive = task.LoopingCall(ping)
-        self._keepalive.clock = self.endpoint.reactor
+        self._keepalive.clock = clock if clock is not None else self.endpoint.reactor
         self._keepalive.start(interval, now=False)
 
     def stop_keepalive(self):
@@ -238,4 +287,7 @@ class Session:
         self.receiver.close()
         for out in list(self._outgoing.values()):
             out.cancel()
+        waiting, self._queue.waiting = self._queue.waiting, []
+        for d in waiting:
+            d.errback(SessionClosed("session %s is closed" % self.session_id))
         self.endpoint._session_closed(self)

@@ -546,6 +546,7 @@ EVENTS = {
     "READ_TIMEOUT": ("READ_TIMEOUT", None, "Timeout waiting for a complete message"),
     "IDLE": ("IDLE", None, "Timeout on no traffic"),
     "FRAMING": ("FRAMING", None, "Bad MSRP framing"),
+    "CONNECTION_LIMIT": ("CONNECTION_LIMIT", None, "Too many connections from this address"),
 }
 
 # After these nothing more will be reported for the connection.

@@ -24,7 +24,6 @@ class Fatal(Exception):
 
 class CommonOptions(usage.Options):
     optParameters = [
-        ["relay", None, None, "relay URI to authenticate to (msrp[s]://host:port); repeatable order = chain",],
         ["user", "u", None, "user name for the relay's Digest AUTH"],
         ["password", "p", None, "password for the relay (default: $MSRP_PASSWORD)"],
         ["tls-ca", None, None, "CA bundle (PEM) to verify msrps peers and relays"],
@@ -36,6 +35,14 @@ class CommonOptions(usage.Options):
         ["tls-insecure", None, "do not verify msrps certificates (labs only)"],
     ]
 
+    def __init__(self):
+        super().__init__()
+        self["relay"] = []
+
+    def opt_relay(self, uri):
+        """relay URI to authenticate to (msrp[s]://host:port); repeat for a chain, nearest first"""
+        self["relay"].append(uri)
+
     def postOptions(self):
         try:
             self["timeout"] = float(self["timeout"])
@@ -45,16 +52,20 @@ class CommonOptions(usage.Options):
             raise usage.UsageError("--timeout: %r is not a positive number of seconds" % self["timeout"])
         self["relays"] = []
         if self["relay"]:
-            try:
-                uri = parse_uri(self["relay"], require_transport=False)
-            except URIError as e:
-                raise usage.UsageError("--relay: %s" % e)
             if self["user"] is None:
                 raise usage.UsageError("--relay needs --user (and --password or $MSRP_PASSWORD)")
             password = self["password"] if self["password"] is not None else os.environ.get("MSRP_PASSWORD")
             if password is None:
                 raise usage.UsageError("--relay needs --password or $MSRP_PASSWORD")
-            self["relays"].append((uri, self["user"], password))
+            for text in self["relay"]:
+                try:
+                    uri = parse_uri(text, require_transport=False)
+                except URIError as e:
+                    raise usage.UsageError("--relay: %s" % e)
+                if uri.session_id:
+                    raise usage.UsageError("--relay: %s names a session; give the relay's own URI "
+                                           "(msrp[s]://host:port)" % text)
+                self["relays"].append((uri, self["user"], password))
         for name in ("tls-ca", "tls-cert", "tls-key"):
             if self[name] and not os.path.exists(self[name]):
                 raise usage.UsageError("--%s: %s does not exist" % (name, self[name]))

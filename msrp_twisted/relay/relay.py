@@ -27,7 +27,7 @@ from ..connections import SendError
 from ..core.errors import HeaderError
 from ..protocol import IBodySink
 from ..transactions import DISCARD, IRequestHandler, TransactionError, TransactionTimeout
-from .auth import ExpiresOutOfBounds
+from .auth import ExpiresOutOfBounds, Outcome
 from .sessions import SessionTable
 
 log = Logger()
@@ -42,10 +42,12 @@ class _Refusal(Exception):
 
 @implementer(IRequestHandler)
 class Relay:
-    def __init__(self, tm, relay_uris, authenticator, expires_policy, reactor=None, tls=None):
+    def __init__(self, tm, relay_uris, authenticator, expires_policy, reactor=None, tls=None,
+                 throttle=None):
         self.tm = tm
         self.reactor = reactor if reactor is not None else tm.reactor
         self.auth = authenticator
+        self.throttle = throttle  # limits.AuthThrottle, or None
         self.expires = expires_policy
         self.tls = tls
         self.sessions = SessionTable(self.reactor)
@@ -154,13 +156,25 @@ class Relay:
         if top.session_id:
             self._refuse(conn, request, _Refusal(400, "AUTH must be addressed to the relay URI without a session"))
             return
+        throttle = self.throttle
+        if throttle is not None:
+            wait = throttle.blocked(conn.remote_host)
+            if wait:
+                self.stats["auth_refused"] += 1
+                log.info("AUTH from {peer} refused: address blocked for {wait:.0f}s after repeated failures",
+                         peer=conn.peer, wait=wait)
+                self.tm.send_reply(conn, request, 403, "Too many failed AUTH attempts")
+                return
         result = self.auth.verify(request.headers.get("Authorization"), "AUTH",
                                   request.headers["To-Path"].split()[0])
         if not result.ok:
-            if result.code == 401:
+            if result.code == 401 and result.outcome is not Outcome.REPLAY:
                 self.stats["auth_challenged"] += 1
             else:
                 self.stats["auth_refused"] += 1
+                if throttle is not None and throttle.failed(conn.remote_host):
+                    log.warn("AUTH: blocking {address} for {block:.0f}s after {n} failures",
+                             address=conn.remote_host, block=throttle.block, n=throttle.max_failures)
             log.info("AUTH from {peer} ({user}): {code} {reason}", peer=conn.peer,
                      user=getattr(result, "username", None) or "-", code=result.code, reason=result.reason)
             headers = []
@@ -178,6 +192,8 @@ class Relay:
             log.info("AUTH from {peer}: 423 {reason}", peer=conn.peer, reason=str(e))
             self.tm.send_reply(conn, request, 423, None, e.headers)
             return
+        if throttle is not None:
+            throttle.succeeded(conn.remote_host)
         session = self.sessions.create(result.username, conn, request.from_path[0], top, lifetime)
         self.stats["auth_ok"] += 1
         log.info("AUTH ok: {user} from {peer}, session {sid} for {expires}s",
