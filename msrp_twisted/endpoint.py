@@ -71,15 +71,18 @@ class AuthError(EndpointError):
 @defer.inlineCallbacks
 def authenticate(tm, relay_uri, local_uri, username, password, via=(), expires=None, tls=None):
     """AUTH to relay_uri (through the Use-Paths in via) and return
-    (use_path, granted_expires). Follows 401 challenges and 423 bounds once."""
+    (use_path, granted_expires). Follows 401 challenges and 423 bounds once.
+
+    Fails with AuthError when the relay refuses, with the transport's
+    SendError / TransactionError when no answer comes.
+    """
     to_path = list(via) + [relay_uri]
     headers = []
     if expires is not None:
         headers.append(("Expires", str(expires)))
 
     def request(extra):
-        d = tm.send_request(to_path, [local_uri], "AUTH", extra, tls=tls)
-        return d.addErrback(_unreachable, relay_uri)
+        return tm.send_request(to_path, [local_uri], "AUTH", extra, tls=tls)
 
     response = yield request(headers)
     for _ in range(4):
@@ -120,13 +123,6 @@ def authenticate(tm, relay_uri, local_uri, username, password, via=(), expires=N
     except HeaderError:
         granted = None
     return list(use_path), granted
-
-
-def _unreachable(failure, relay_uri):
-    """AUTH that got no answer: say which relay, not just which socket."""
-    failure.trap(SendError, TransactionError)
-    raise EndpointError("cannot reach relay %s: %s" % (relay_uri, failure.getErrorMessage()),
-                        getattr(failure.value, "code", None))
 
 
 class Endpoint:
@@ -170,7 +166,8 @@ class Endpoint:
     @defer.inlineCallbacks
     def create_session(self, session_id=None, relays=(), expires=None, **options):
         """A new session; relays is a list of (relay_uri, username, password)
-        authenticated in order, each through the ones before it."""
+        authenticated in order, each through the ones before it. Fails with
+        AuthError when one refuses, EndpointError when one cannot be reached."""
         relays = [(parse_uri(r, require_transport=False) if isinstance(r, str) else r, u, p)
                   for r, u, p in relays]
         # Reached only through the first relay: a URI of its scheme keeps
@@ -179,8 +176,13 @@ class Endpoint:
         local = self.local_uri(session_id, scheme)
         use_paths = []
         for relay_uri, username, password in relays:
-            use_path, _ = yield authenticate(self.transactions, relay_uri, local, username, password,
-                                             via=use_paths, expires=expires, tls=self.tls)
+            try:
+                use_path, _ = yield authenticate(self.transactions, relay_uri, local, username, password,
+                                                 via=use_paths, expires=expires, tls=self.tls)
+            except (SendError, TransactionError) as e:
+                # Say which relay, not just which socket.
+                raise EndpointError("cannot reach relay %s: %s" % (relay_uri, e),
+                                    getattr(e, "code", None)) from None
             use_paths.extend(use_path[len(use_paths):] if use_path[:len(use_paths)] == use_paths else use_path)
         from .session import Session
 

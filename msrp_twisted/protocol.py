@@ -18,20 +18,22 @@ Here only *small* reads count:
     plaintext on TLS) is a fragment when, after the parser has consumed
     it, a message is still incomplete and the read carried fewer than
     ``fragment_min_bytes`` (1024) bytes. The connection is closed
-    (MAX_MSG_CHUNKS) when one message has collected ``max_msg_chunks``
-    fragments. The count starts again after every complete (or invalid
-    but delimited) message, not when a head completes; a small read that
-    ends one message and starts the next counts for the next one, as in
-    proto_msrp. A read that completes a message is never counted.
-    max_msg_chunks = 0 disables the check.
+    (MAX_MSG_CHUNKS) when a message has collected ``max_msg_chunks``
+    fragments *in a row*: a read of at least 1 KiB is progress and starts
+    the count again, and so does the end of every complete (or invalid but
+    delimited) message. A small read that ends one message and starts the
+    next counts for the next one, as in proto_msrp. A read that completes a
+    message is never counted. max_msg_chunks = 0 disables the check.
 
 So with the default 4, a message dribbled one byte per read is dropped at
-its 4th read, while a 1 MiB chunk in 64 KiB reads collects no fragment.
-The rule is sound as a guard: every message gets at most
-max_msg_chunks - 1 reads of under 1 KiB, and each of its other reads but
-the first and the last brings at least 1 KiB of it, so the reads a peer
-can make us do are bounded by a constant per message plus one per KiB
-received (and the message size by max_body). What it cannot tell apart
+its 4th read, while a 1 MiB chunk in 64 KiB reads collects no fragment, and
+a 1 GiB chunk whose reads are sometimes short (TCP under load does that)
+is not cut off either, since no 4 short reads come in a row.
+The rule is sound as a guard: between two reads of at least 1 KiB a
+message gets at most max_msg_chunks - 1 reads of under 1 KiB, so the reads
+a peer can make us do are bounded by a constant per message plus a
+constant per KiB received (and the message size by max_body, its pace by
+msg_read_timeout). What it cannot tell apart
 from an attack is a legitimate sender whose data arrives in pieces under
 1 KiB, e.g. a body streamed in small TLS records or a path MTU below
 ~1 KiB; lower fragment_min_bytes or raise max_msg_chunks for those.
@@ -426,7 +428,9 @@ class MSRPProtocol(Protocol):
             _cancel(self._read_timer)
             self._read_timer = None
             return
-        if len(data) < self.settings.fragment_min_bytes:
+        if len(data) >= self.settings.fragment_min_bytes:
+            self._fragments = 0
+        else:
             self._fragments += 1
             limit = self.settings.max_msg_chunks
             if limit and self._fragments >= limit:

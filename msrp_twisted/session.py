@@ -180,15 +180,22 @@ class Session:
 
     # -- sending ---------------------------------------------------------------
     def send_message(self, content, content_type="text/plain", success_report=False, failure_report="yes",
-                     chunk_size=None, progress=None, headers=(), message_id=None, window=None):
+                     chunk_size=None, progress=None, headers=(), message_id=None, window=None, to_path=None):
         """Send content (bytes, str, a file path or a binary file object).
+
+        A str is the text itself for text/* types, else a file path (a
+        pathlib.Path is always a file). ``to_path`` overrides the peer's
+        path, e.g. with a received message's From-Path when one listening
+        session serves several peers.
 
         Returns an OutgoingMessage whose ``result`` fires on delivery: the
         success REPORT when success_report is true, else every chunk's 200.
         """
         if self.closed:
             raise SessionClosed("session %s is closed" % self.session_id)
-        if self.to_path is None:
+        if to_path is None:
+            to_path = self.to_path
+        if to_path is None:
             raise EndpointError("session has no peer path yet: call connect() first")
         if isinstance(content, str) and content_type.startswith("text/"):
             content = content.encode("utf-8")
@@ -196,7 +203,7 @@ class Session:
         if window is not None:
             options["window"] = window
         sender = MessageSender(
-            self.tm, self.to_path, [self.local_uri], content, content_type,
+            self.tm, list(to_path), [self.local_uri], content, content_type,
             message_id=message_id, chunk_size=chunk_size or self.chunk_size,
             success_report=success_report, failure_report=failure_report,
             headers=headers, progress=progress, tls=self.endpoint.tls, **options)

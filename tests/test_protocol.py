@@ -206,6 +206,32 @@ class MaxMsgChunksTests(SynchronousTestCase):
         self.assertFalse(transport.disconnecting)
         self.assertEqual(handler.sinks[0].body, body)
 
+    def test_occasional_short_reads_in_a_large_chunk_pass(self):
+        # Under flow control TCP sometimes delivers short reads; scattered
+        # among full ones they never add up, however large the chunk.
+        conn, transport, _, handler, _ = unit_connection(stream=True)
+        body = b"\xcd" * (4 * 1024 * 1024)
+        data = request_bytes("tidshort", body)
+        pos, n = 0, 0
+        while pos < len(data):
+            size = 100 if n % 2 else 32 * 1024  # every other read is short
+            conn.dataReceived(data[pos:pos + size])
+            pos += size
+            n += 1
+        self.assertFalse(transport.disconnecting)
+        self.assertEqual(handler.sinks[0].body, body)
+
+    def test_short_reads_in_a_row_inside_a_body_are_dropped(self):
+        conn, transport, _, _, events = unit_connection(stream=True)
+        data = request_bytes("tidslow1", b"s" * 100000)
+        conn.dataReceived(data[:40000])
+        for i in range(3):
+            conn.dataReceived(data[40000 + i:40001 + i])
+            self.assertFalse(transport.disconnecting)
+        conn.dataReceived(data[40003:40004])
+        self.assertTrue(transport.disconnected)
+        self.assertEqual(len(events.of("MAX_MSG_CHUNKS")), 1)
+
     def test_head_written_separately_from_a_large_body(self):
         # How a streaming sender writes: small head, big body pieces, small
         # end-line. Only the head read counts.

@@ -7,6 +7,7 @@ import tempfile
 
 from twisted.internet import defer, reactor
 from twisted.internet.defer import inlineCallbacks
+from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
 from msrp_twisted.config import MSRPConfig
@@ -192,6 +193,21 @@ class ReportTests(RelayTestCase):
         report = (yield a.received.get()).request
         self.assertEqual(report.headers["Byte-Range"], "1-70000/70000")
         self.assertEqual(report.status.code, 415)
+
+    @inlineCallbacks
+    def test_unreachable_next_hop_becomes_report_408(self):
+        relay = yield self.start_relay()
+        [(a, ua)] = yield self.authenticated(relay, "alice")
+        closed = reactor.listenTCP(0, Factory.forProtocol(Protocol), interface="127.0.0.1")
+        port = closed.getHost().port
+        yield closed.stopListening()
+        nowhere = MSRPURI("127.0.0.1", port, new_session_id())
+        mid = new_message_id()
+        response = yield a.send([ua, nowhere], b"knock knock", message_id=mid)
+        self.assertEqual(response.code, 200)
+        report = (yield a.received.get()).request
+        self.assertEqual((report.message_id, report.status.code), (mid, 408))
+        self.assertEqual(report.headers["Byte-Range"], "1-11/11")
 
     @inlineCallbacks
     def test_downstream_timeout_becomes_report_408(self):
@@ -496,18 +512,16 @@ class LargeTransferTests(RelayTestCase):
         """One 100 MiB chunk through `twistd -n msrp`: bob's sha256 matches
         and the relay's peak RSS grows by a small fraction of the chunk, so
         it was streamed, never held."""
-        # max_msg_chunks is off on both receiving ends: its rule (a message
-        # may arrive in at most 3 reads under 1 KiB, however large it is)
-        # drops a 100 MiB chunk when flow control makes TCP deliver a few
-        # short reads, which a loaded machine does now and then.
+        # max_msg_chunks stays at its default 4: short reads now and then
+        # (TCP under flow control) do not add up over a large chunk.
         relay = TwistdProcess.spawn(reactor, [
             "msrp", "--listen", "msrp:127.0.0.1:0", "--users", self.users_file, "--mi", "none",
-            "--max-chunk-size", "0", "--max-msg-chunks", "0"])
+            "--max-chunk-size", "0"])
         self.addCleanup(relay.stop)
         ready = yield relay.wait_for(r"MSRP relay ready; URIs: (\S+)")
         relay_uri = parse_uri(ready.group(1))
         a = self.peer("alice")
-        b = self.peer("bob", settings=TransportSettings(max_body=0, max_msg_chunks=0))
+        b = self.peer("bob", settings=TransportSettings(max_body=0))
         b.stream_bodies = True
         ua = (yield a.auth(relay_uri, "alice", USERS["alice"])).use_path[0]
         ub = (yield b.auth(relay_uri, "bob", USERS["bob"])).use_path[0]

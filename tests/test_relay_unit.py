@@ -194,6 +194,18 @@ class TransactionTests(SynchronousTestCase):
         self.assertEqual((report.message_id, report.headers["Byte-Range"]), (mid, "1-5/5"))
         self.assertEqual(report.headers["Status"].split()[:2], ["000", "408"])
 
+    def test_report_fills_in_unknown_byte_range(self):
+        """A chunk with an unknown end ("*") is reported with the range the
+        relay passed on; the total is known only for the last chunk."""
+        h, a, b = self.h, self.a, self.b
+        b.answer = 415
+        for flag, expected in (("+", "1-5/*"), ("$", "1-5/5")):
+            self.assertEqual(h.run(a.send(self.to_b, b"hello", byte_range="1-*/*", flag=flag)).code,
+                             200)
+            [report] = [r.request for r in h.received(a)]
+            self.assertEqual(report.headers["Byte-Range"], expected)
+            self.assertEqual(report.status.code, 415)
+
     def test_partial_silence_is_success(self):
         """Failure-Report: partial receivers never send 200, so the relay's
         downstream timeout is not a failure to report."""

@@ -6,6 +6,7 @@ Content-Disposition) is saved in --save-dir with its sha256 printed.
 """
 
 import os
+import pathlib
 import re
 import sys
 
@@ -101,13 +102,17 @@ def run(reactor, options, out=sys.stdout, err=sys.stderr):
             if ctype.startswith("text/") and not has_name and message.data is not None:
                 text = message.data.decode("utf-8", "replace")
                 out.write("message %s (%s, %d bytes): %s\n" % (message.message_id, ctype, message.size, text))
+                content = message.data
             else:
                 target = _save(message, options["save-dir"])
                 out.write("file %s (%s, %d bytes) sha256 %s\n" % (target, ctype, message.size, message.sha256))
+                # Its spool file was moved there; a Path is never taken for text.
+                content = pathlib.Path(target)
             out.flush()
             if options["echo"]:
-                content = message.data if message.data is not None else message.open()
-                echo = session.send_message(content, message.content_type or "application/octet-stream")
+                # Back along its From-Path: every sender shares this session.
+                echo = session.send_message(content, message.content_type or "application/octet-stream",
+                                            to_path=message.request.from_path)
                 echo.result.addErrback(lambda f: err.write("%s: echo failed: %s\n" % (PROG, explain(f)[0])))
             received[0] += 1
             if options["count"] and received[0] >= options["count"] and not done.called:

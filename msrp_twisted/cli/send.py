@@ -5,6 +5,7 @@ for by default) or, with --no-report, the 200 of every chunk.
 """
 
 import os
+import pathlib
 import sys
 
 from twisted.internet import defer, task
@@ -93,7 +94,8 @@ def run(reactor, options, out=sys.stdout, err=sys.stderr):
         if options["text"] is not None:
             content, ctype, total = options["text"].encode("utf-8"), "text/plain", None
         elif options["file"]:
-            content, total = options["file"], os.path.getsize(options["file"])
+            # A Path, so that --content-type text/... never sends the name as the text.
+            content, total = pathlib.Path(options["file"]), os.path.getsize(options["file"])
             ctype = "application/octet-stream"
         else:
             content, ctype, total = sys.stdin.buffer.read(), "application/octet-stream", None
@@ -106,7 +108,11 @@ def run(reactor, options, out=sys.stdout, err=sys.stderr):
         msg = session.send_message(content, ctype, success_report=not options["no-report"],
                                    chunk_size=options["chunk-size"], headers=headers, progress=progress)
         result = yield msg.result
-        how = "success REPORT" if not options["no-report"] else "200 for every chunk"
+        if msg.report is not None:
+            status = msg.report.status
+            how = ("success REPORT %03d %s" % (status.code, status.comment or "")).rstrip()
+        else:
+            how = "200 for every chunk"
         size = getattr(result, "size", None)
         out.write("delivered: message %s (%s bytes), confirmed by %s\n" % (msg.message_id, size, how))
         return EXIT_OK

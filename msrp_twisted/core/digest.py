@@ -358,4 +358,6 @@ def check_rspauth(auth_info, credentials, password=None, *, ha1=None):
         )
     except HeaderError:
         return False
-    return hmac.compare_digest(expected, rspauth.lower())
+    # As bytes: compare_digest refuses str with non-ASCII characters, and a
+    # server's garbage must give False, not a TypeError.
+    return hmac.compare_digest(expected.encode("ascii"), rspauth.lower().encode("utf-8", "replace"))

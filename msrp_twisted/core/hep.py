@@ -85,6 +85,9 @@ PROTO_LOG = 0x64  # OpenSIPS "xlog"; hep.lua and Homer call it LOG
 class HEPDecodeError(MSRPError, ValueError):
     """Bytes that are not a well-formed HEPv3 packet."""
 
+    # Set by HEPStreamDecoder.feed: the packets completed before the error.
+    packets = ()
+
 
 class HEPEncodeError(SerializationError):
     """Field values that cannot be put into a HEPv3 packet."""
@@ -368,7 +371,10 @@ class HEPStreamDecoder:
 
     Feed it whatever arrived; it returns the packets completed so far. After
     an error the stream cannot be resynchronised (there is no delimiter), so
-    every later call raises the same error: close the connection.
+    every later call raises the same error: close the connection. Packets
+    completed in the same call before the bad bytes travel on the error as
+    ``packets``, so what is delivered does not depend on how TCP cut the
+    stream.
     """
 
     def __init__(self):
@@ -394,6 +400,7 @@ class HEPStreamDecoder:
         except HEPDecodeError as e:
             self._error = e
             self._buffer.clear()
+            e.packets = packets
             raise
 
     def _next_packet(self):

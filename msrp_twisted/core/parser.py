@@ -195,7 +195,9 @@ class Parser:
                 raise FramingError("stream does not start with 'MSRP ': %r" % (bytes(buf[pos:pos + 16]),))
             i = buf.find(_CRLF, self._scan)
             if i < 0:
-                if n - pos > self.max_start_line:
+                # A trailing CR may be the first half of the line's CRLF:
+                # judged like a complete line, whatever the cuts.
+                if n - pos - (buf[n - 1] == 13) > self.max_start_line:
                     raise FramingError("start line exceeds %d bytes" % self.max_start_line)
                 self._scan = max(pos, n - 1)
                 return -1
@@ -221,12 +223,12 @@ class Parser:
             if b >= 0:
                 break
             if j < 0:
-                self._check_head_size(n, pos)
+                self._check_head_size(n, eol, ln)
                 self._scan = max(eol, n - ln)
                 return -1
             f = j + ln
             if f + 3 > n:
-                self._check_head_size(n, pos)
+                self._check_head_size(n, eol, ln)
                 self._scan = j
                 return -1
             if buf[f] in _FLAGS and buf[f + 1:f + 3] == _CRLF:
@@ -269,8 +271,15 @@ class Parser:
         self._scan = b + 4
         return b + 4
 
-    def _check_head_size(self, n, pos):
-        if n - pos > self.max_header_block + self.max_start_line:
+    def _check_head_size(self, n, eol, ln):
+        """Refuse a head that is still arriving once it is sure to be too long.
+
+        The earliest the header block can still end is where an end-line
+        whose flag and CRLF are missing would start (n - ln - 2); measuring
+        from there makes the verdict the one a complete head gets, however
+        the bytes were cut.
+        """
+        if n - ln - 2 - eol > self.max_header_block:
             raise FramingError("header block exceeds %d bytes" % self.max_header_block)
 
     def _build(self, start, tid, block, has_body, empty_body=False):
