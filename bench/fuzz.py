@@ -83,11 +83,12 @@ def load_core():
     return core
 
 
-def cuts(data, rng, byte_by_byte_below=2048):
-    """Pieces of data as a TCP stream might deliver them."""
+def cuts(data, rng, byte_by_byte_below=1024):
+    """Pieces of data as a TCP stream might deliver them: a few random cuts,
+    or (rarely: it is slow) one byte at a time."""
     if not data:
         return [data]
-    if len(data) < byte_by_byte_below and rng.random() < 0.15:
+    if len(data) < byte_by_byte_below and rng.random() < 0.05:
         return [data[i:i + 1] for i in range(len(data))]
     points = sorted(rng.randrange(len(data) + 1) for _ in range(rng.randint(1, 8)))
     return [data[a:b] for a, b in zip([0] + points, points + [len(data)])]

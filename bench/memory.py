@@ -189,20 +189,25 @@ def idle_sessions(procs, args, conns, per_conn):
         for s in warm:
             s.close()
         rss_base = settle(pid)
-        t0 = time.monotonic()
-        socks = open_sessions(relay.port, conns, per_conn, "idle", "idle-secret", args.setup_timeout)
-        setup_s = time.monotonic() - t0
-        rss_open = settle(pid, args.idle_seconds)
         n = conns * per_conn
-        for s in socks:
-            s.close()
-        socks = []
-        rss_closed = settle(pid, 2.0)
+        cycles = []
+        for _ in range(args.cycles):
+            t0 = time.monotonic()
+            socks = open_sessions(relay.port, conns, per_conn, "idle", "idle-secret", args.setup_timeout)
+            setup_s = time.monotonic() - t0
+            rss_open = settle(pid, args.idle_seconds)
+            for s in socks:
+                s.close()
+            socks = []
+            rss_closed = settle(pid, 2.0)
+            cycles.append({"setup_s": setup_s, "rss_open_kib": rss_open, "rss_after_close_kib": rss_closed})
+        first = cycles[0]
         return {
-            "connections": conns, "sessions_per_connection": per_conn, "sessions": n, "setup_s": setup_s,
-            "rss_start_kib": rss_start, "rss_base_kib": rss_base, "rss_open_kib": rss_open,
-            "per_session_kib": (rss_open - rss_base) / n, "per_connection_kib": (rss_open - rss_base) / conns,
-            "rss_after_close_kib": rss_closed,
+            "connections": conns, "sessions_per_connection": per_conn, "sessions": n,
+            "setup_s": first["setup_s"], "rss_start_kib": rss_start, "rss_base_kib": rss_base,
+            "rss_open_kib": first["rss_open_kib"], "per_session_kib": (first["rss_open_kib"] - rss_base) / n,
+            "per_connection_kib": (first["rss_open_kib"] - rss_base) / conns,
+            "rss_after_close_kib": first["rss_after_close_kib"], "cycles": cycles,
         }
     finally:
         for s in socks:
@@ -232,6 +237,8 @@ def parse_args(argv=None):
     p.add_argument("--warmup-total", type=loadgen._size, default=32 << 20, help="big: warm-up transfer [32MiB]")
     p.add_argument("--layouts", default="10000x1,100x100",
                    help="sessions: CONNECTIONSxSESSIONS, comma-separated [10000x1,100x100]")
+    p.add_argument("--cycles", type=int, default=2,
+                   help="sessions: open and close the sessions this many times (RSS after each) [2]")
     p.add_argument("--idle-seconds", type=float, default=3.0, help="sessions: quiet time before measuring [3]")
     p.add_argument("--timeout", type=float, default=300.0, help="seconds per transfer [300]")
     p.add_argument("--setup-timeout", type=float, default=10.0, help="seconds per AUTH exchange [10]")
@@ -273,6 +280,9 @@ def main(argv=None):
                           r["sessions"], conns, per_conn, r["rss_base_kib"] / KIB, r["rss_open_kib"] / KIB,
                           r["per_session_kib"], r["per_connection_kib"], r["setup_s"],
                           r["rss_after_close_kib"] / KIB), flush=True)
+                for i, c in enumerate(r["cycles"][1:], 2):
+                    print("    cycle %d: RSS %.1f MiB with the sessions open, %.1f MiB after closing" % (
+                        i, c["rss_open_kib"] / KIB, c["rss_after_close_kib"] / KIB), flush=True)
         if args.json_out:
             with open(args.json_out, "w") as f:
                 json.dump(results, f, indent=1)

@@ -174,6 +174,20 @@ class Endpoint:
         # msrps traffic from ever being addressed to a plain msrp URI.
         scheme = relays[0][0].scheme if relays and not self.listening else None
         local = self.local_uri(session_id, scheme)
+        use_paths = yield self.authenticate_relays(local, relays, expires)
+        from .session import Session
+
+        session = Session(self, local, use_paths, **options)
+        session.relays = relays
+        session.expires = expires
+        session._watch_first_hop()
+        self.sessions[local.session_id] = session
+        return session
+
+    @defer.inlineCallbacks
+    def authenticate_relays(self, local, relays, expires=None):
+        """AUTH to each relay in order, each through the ones before it;
+        returns the Use-Paths, nearest relay first."""
         use_paths = []
         for relay_uri, username, password in relays:
             try:
@@ -184,11 +198,7 @@ class Endpoint:
                 raise EndpointError("cannot reach relay %s: %s" % (relay_uri, e),
                                     getattr(e, "code", None)) from None
             use_paths.extend(use_path[len(use_paths):] if use_path[:len(use_paths)] == use_paths else use_path)
-        from .session import Session
-
-        session = Session(self, local, use_paths, **options)
-        self.sessions[local.session_id] = session
-        return session
+        return use_paths
 
     def _session_closed(self, session):
         self.sessions.pop(session.local_uri.session_id, None)
@@ -209,6 +219,8 @@ class Endpoint:
             d = self._closing.pop(conn.conn_id, None)
             if d is not None:
                 d.callback(None)
+            for session in list(self.sessions.values()):
+                session.connection_closed(conn)
 
 
 def as_path(value):

@@ -94,11 +94,52 @@ class OutgoingMessage:
         self.sender.cancel("the far end reported %03d" % status.code)
 
 
+class ReconnectPolicy:
+    """How a session gets its connection back after losing it.
+
+    ``attempts`` tries, the first at once, then after initial_delay seconds
+    multiplied by factor each time, at most max_delay.
+    """
+
+    def __init__(self, attempts=5, initial_delay=1.0, max_delay=30.0, factor=2.0):
+        if attempts < 1:
+            raise ValueError("attempts must be at least 1")
+        self.attempts = attempts
+        self.initial_delay = initial_delay
+        self.max_delay = max_delay
+        self.factor = factor
+
+    def delay(self, attempt):
+        if attempt == 0:
+            return 0.0
+        return min(self.max_delay, self.initial_delay * self.factor ** (attempt - 1))
+
+
 class Session:
-    """An MSRP session: our path, the peer's path, messages both ways."""
+    """An MSRP session: our path, the peer's path, messages both ways.
+
+    With a ``reconnect`` policy, losing the connection to the first hop
+    (the peer, or our first relay) starts reconnecting: through relays that
+    means authenticating again, which yields new Use-Paths, so our path
+    changes and ``on_path_changed(session)`` is called: the application
+    must tell the peer (in SIP, a re-INVITE). The active side then sends the
+    connection-opening empty SEND again. ``on_disconnected(session, error)``
+    is called when every attempt failed.
+    """
 
     def __init__(self, endpoint, local_uri, use_paths=(), on_message=None, chunk_size=DEFAULT_CHUNK_SIZE,
-                 spool_dir=None, max_size=None, keepalive=None, on_message_failed=None):
+                 spool_dir=None, max_size=None, keepalive=None, on_message_failed=None,
+                 reconnect=None, on_path_changed=None, on_disconnected=None):
+        self.reconnect_policy = reconnect
+        self.on_path_changed = on_path_changed
+        self.on_disconnected = on_disconnected
+        self.relays = []
+        self.expires = None
+        self.peer_path = None
+        self.active = False
+        self._first_hop = None
+        self._reconnect_call = None
+        self._reconnecting = False
         self.endpoint = endpoint
         self.tm = endpoint.transactions
         self.local_uri = local_uri
@@ -159,7 +200,10 @@ class Session:
             # that the peer answers over it instead of looking for another.
             self.local_uri = self.endpoint.local_uri(self.session_id, peer[0].scheme)
         self.to_path = self.use_paths + peer
+        self.peer_path = peer
+        self.active = active
         if not active:
+            self._watch_first_hop()
             return defer.succeed(self)
         d = self.tm.send_request(self.to_path, [self.local_uri], "SEND",
                                  [("Message-ID", new_message_id())], tls=self.endpoint.tls)
@@ -169,6 +213,7 @@ class Session:
                 raise EndpointError("peer %s refused the session: %d %s"
                                     % (self.to_path[-1], response.code, response.comment or ""),
                                     response.code)
+            self._watch_first_hop()
             return self
 
         def unreachable(f):
@@ -285,10 +330,79 @@ class Session:
             self._keepalive.stop()
         self._keepalive = None
 
+    # -- reconnecting --------------------------------------------------------
+    def _watch_first_hop(self):
+        hop = self.use_paths[0] if self.use_paths else (self.to_path[0] if self.to_path else None)
+        self._first_hop = self.tm.connections.find_connection(hop) if hop is not None else None
+
+    def connection_closed(self, conn):
+        """Called by the endpoint for every connection that closes."""
+        if self.closed or conn is not self._first_hop or self.reconnect_policy is None:
+            return
+        self._first_hop = None
+        if not self._reconnecting:
+            log.info("session {sid} lost its connection to {peer}; reconnecting", sid=self.session_id,
+                     peer=conn.peer)
+            self._reconnecting = True
+            self._schedule_reconnect(0)
+
+    def _schedule_reconnect(self, attempt):
+        delay = self.reconnect_policy.delay(attempt)
+        self._reconnect_call = self.endpoint.reactor.callLater(delay, self._try_reconnect, attempt)
+
+    def _try_reconnect(self, attempt):
+        self._reconnect_call = None
+        if self.closed:
+            return
+
+        def done(_):
+            self._reconnecting = False
+            log.info("session {sid} reconnected", sid=self.session_id)
+
+        def failed(f):
+            if self.closed:
+                return None
+            if attempt + 1 < self.reconnect_policy.attempts:
+                log.info("session {sid}: reconnect attempt {n} failed: {err}", sid=self.session_id,
+                         n=attempt + 1, err=f.getErrorMessage())
+                self._schedule_reconnect(attempt + 1)
+                return None
+            self._reconnecting = False
+            log.warn("session {sid}: giving up after {n} reconnect attempts: {err}", sid=self.session_id,
+                     n=attempt + 1, err=f.getErrorMessage())
+            if self.on_disconnected is not None:
+                self.on_disconnected(self, f.value)
+            return None
+
+        self.reconnect().addCallbacks(done, failed)
+
+    @defer.inlineCallbacks
+    def reconnect(self):
+        """Authenticate to the relays again (new Use-Paths) and, on the
+        active side, open the connection to the peer again."""
+        if self.closed:
+            raise SessionClosed("session %s is closed" % self.session_id)
+        if self.relays:
+            use_paths = yield self.endpoint.authenticate_relays(self.local_uri, self.relays, self.expires)
+            changed = use_paths != self.use_paths
+            self.use_paths = use_paths
+            if self.peer_path is not None:
+                self.to_path = self.use_paths + self.peer_path
+            if changed and self.on_path_changed is not None:
+                self.on_path_changed(self)
+        if self.peer_path is not None and self.active:
+            yield self.connect(self.peer_path, active=True)
+        else:
+            self._watch_first_hop()
+        return self
+
     def close(self):
         if self.closed:
             return
         self.closed = True
+        if self._reconnect_call is not None and self._reconnect_call.active():
+            self._reconnect_call.cancel()
+        self._reconnect_call = None
         self.stop_keepalive()
         self.tm.remove_handler(self.receiver)
         self.receiver.close()
