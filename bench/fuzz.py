@@ -462,8 +462,10 @@ class Recorder:
     def signature(error):
         """Same kind of failure at the same place: type, deepest frame of
         the project's code, and for Violations the property's name."""
+        package = os.path.dirname(os.path.dirname(os.path.abspath(load_core().parser.__file__)))
         frames = traceback.extract_tb(error.__traceback__)
-        ours = [f for f in frames if "msrp_twisted" in f.filename] or frames[-1:]
+        ours = [f for f in frames if os.path.abspath(f.filename).startswith(package + os.sep)]
+        ours = ours or frames[-1:]
         where = "%s:%d" % (os.path.basename(ours[-1].filename), ours[-1].lineno) if ours else "?"
         what = str(error).split("\n", 1)[0] if isinstance(error, Violation) else ""
         return "%s at %s %s" % (type(error).__name__, where, what)

@@ -45,6 +45,8 @@ exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
 # Every reference must resolve: a wrong name in the docs is a build error
 # under -W.
 nitpicky = True
+# Keep "--option" and quotes as typed: these pages are full of command lines.
+smartquotes = False
 
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3

@@ -108,15 +108,18 @@ class TransactionMachine(RuleBasedStateMachine):
         if wire.conn.closed:
             assert len(out) == 1 and out[0].check(SendError), out
             return
+        if kind in ("report", "failure-report-no"):
+            # No transaction, so no clash with a live one of the same id.
+            assert out == [None], out
+            [request] = wire.received()
+            self.sent_tids.append((index, request))
+            return
         if tid is not None and (wire.conn.conn_id, tid) in self.pending:
             assert len(out) == 1 and out[0].check(SerializationError), out
             assert wire.received() == []
             return
         [request] = wire.received()
         self.sent_tids.append((index, request))
-        if kind in ("report", "failure-report-no"):
-            assert out == [None], out
-            return
         assert out == [], out
         deadline = self.clock.seconds() + (TIMEOUT if timeout is None else timeout)
         tx = Tx(wire, request, deadline, kind == "partial", deferred, out)
@@ -130,12 +133,22 @@ class TransactionMachine(RuleBasedStateMachine):
         self.counts["responses_received"] += 1
         self._finish(tx, "response", code)
 
+    @precondition(lambda self: self.pending)
+    @rule(data=st.data(), shift=st.integers(1, WIRES - 1), code=st.sampled_from([200, 481]))
+    def respond_on_another_connection(self, data, shift, code):
+        tx = self.pending[data.draw(st.sampled_from(sorted(self.pending)))]
+        index = (self.wires.index(tx.wire) + shift) % WIRES
+        self._deliver(tx.request, index, code)
+
     @precondition(lambda self: self.sent_tids)
     @rule(data=st.data(), index=st.integers(0, WIRES - 1), code=st.sampled_from([200, 481]))
     def respond_on_any_connection(self, data, index, code):
         """A response to some request ever sent, on some open connection:
         the wrong one, a late one, a second one, or the right one."""
         sent_on, request = data.draw(st.sampled_from(self.sent_tids))
+        self._deliver(request, index, code)
+
+    def _deliver(self, request, index, code):
         if not self._open(index):
             return
         wire = self.wires[index]

@@ -1,14 +1,20 @@
-"""``toctree-optional``: a toctree that leaves out pages that do not exist yet.
+"""Links to pages that may not exist yet.
 
 Some pages (e.g. reliability.md) are written by other people and may land
-after this index; a plain toctree naming them would fail the -W build until
-they do. Entries naming a missing document are dropped (logged at info
-level); everything else behaves as ``toctree``.
+after the pages that link to them; a plain toctree entry or ``doc`` link
+would fail the -W build until they do.
+
+* ``toctree-optional``: a toctree whose entries naming a missing document
+  are dropped (logged at info level); otherwise it is ``toctree``.
+* ``optional-doc`` role: a ``doc`` link when the page exists, else the
+  plain text ``docs/NAME.md``.
 """
 
 import re
 
+from docutils import nodes
 from docutils.statemachine import StringList
+from sphinx import addnodes
 from sphinx.directives.other import TocTree
 from sphinx.util import docname_join, logging
 
@@ -33,6 +39,19 @@ class OptionalTocTree(TocTree):
         return super().run()
 
 
+def optional_doc_role(name, rawtext, text, lineno, inliner, options=None, content=()):
+    env = inliner.document.settings.env
+    target = text.strip()
+    if docname_join(env.docname, target) not in env.found_docs:
+        shown = "docs/%s.md" % target.lstrip("/")
+        return [nodes.literal(rawtext, shown)], []
+    node = addnodes.pending_xref(rawtext, refdomain="std", reftype="doc", reftarget=target,
+                                 refexplicit=False, refwarn=True, refdoc=env.docname)
+    node += nodes.inline(rawtext, target, classes=["xref", "std", "std-doc"])
+    return [node], []
+
+
 def setup(app):
     app.add_directive("toctree-optional", OptionalTocTree)
+    app.add_role("optional-doc", optional_doc_role)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -148,6 +148,14 @@ def _space_lists(lines):
 
 
 def convert_docstring(app, what, name, obj, options, lines):
+    if what in ("data", "attribute") and obj is not None and lines:
+        # A variable without a doc comment gets its type's docstring
+        # (dict's, str's ...), which says nothing about it.
+        inherited = type(obj).__doc__
+        inherited = inspect.cleandoc(inherited) if isinstance(inherited, str) else ""
+        if inherited and "\n".join(lines).strip() == inherited.strip():
+            lines[:] = []
+            return
     for i, line in enumerate(lines):
         for pattern, replacement in _EPYTEXT:
             line = pattern.sub(replacement, line)
