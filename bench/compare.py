@@ -93,14 +93,6 @@ def find_executable(name, extra=("/usr/sbin", "/sbin", "/usr/local/sbin")):
     return exe
 
 
-def rss_kib(pid, field="VmRSS"):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise BenchError("no %s for pid %d" % (field, pid))
-
-
 class Processes:
     """What this run started; stop_all() ends all of it, by process group."""
 
@@ -251,7 +243,7 @@ class Kamailio(Server):
                 "--user-b", "bob:%s" % KAMAILIO_USERS["bob"], "--relay-pid", str(self.pid), "--relay-tree"]
 
 
-def start_kamailio(procs, workers=2):
+def start_kamailio(procs, workers=1):
     exe = find_executable("kamailio")
     rundir = procs.path("kamailio-run")
     os.makedirs(rundir, exist_ok=True)
@@ -295,10 +287,10 @@ def start_forwarder(procs):
         if left <= 0 or proc.poll() is not None:
             raise BenchError("forwarder did not start:\n%s" % log_tail(proc))
         if select.select([proc.stdout], [], [], left)[0]:
-            byte = proc.stdout.read(1)
-            if not byte:
+            data = os.read(proc.stdout.fileno(), 4096)
+            if not data:
                 raise BenchError("forwarder exited:\n%s" % log_tail(proc))
-            line += byte
+            line += data
     text = line.decode().strip()
     if not text.startswith("listening on "):
         raise BenchError("forwarder said %r" % text)
@@ -472,6 +464,13 @@ def collapsed_top(path, top):
 # -- main ------------------------------------------------------------------------
 
 
+def _size(text):
+    sys.path.insert(0, HERE)
+    from loadgen import _size as parse_size
+
+    return parse_size(text)
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="cases: " + ", ".join(CASES))
@@ -479,8 +478,9 @@ def parse_args(argv=None):
     p.add_argument("--rounds", type=int, default=3, help="rounds per case, each running both sides [3]")
     p.add_argument("--count", type=int, default=20000, help="SENDs per run with window 100 [20000]")
     p.add_argument("--count-w1", type=int, default=5000, help="SENDs per run with window 1 [5000]")
-    p.add_argument("--total", type=int, default=200 << 20, help="bulk message bytes [209715200 = 200 MiB]")
-    p.add_argument("--kamailio-workers", type=int, default=2, help="Kamailio TCP worker processes [2]")
+    p.add_argument("--total", type=_size, default=200 << 20, help="bulk message size [200MiB]")
+    p.add_argument("--kamailio-workers", type=int, default=1,
+                   help="Kamailio TCP worker processes [1: its fastest for this load on 2 cores]")
     p.add_argument("--check", action="store_true", help="loadgen also checks every frame with the core parser")
     p.add_argument("--json-out", help="write the rows and every run's result here")
     p.add_argument("--run-timeout", type=float, default=600.0, help="seconds per loadgen run [600]")
@@ -523,9 +523,16 @@ def _terminate(signum, frame):
     raise SystemExit(128 + signum)
 
 
+def install_signal_handlers():
+    """Ctrl-C and SIGTERM unwind through the cleanup, even when this was
+    started in the background with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _terminate)
+
+
 def main(argv=None):
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _terminate)
+    install_signal_handlers()
     procs = Processes()
     rows, raw = [], {}
     try:

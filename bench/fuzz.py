@@ -38,6 +38,7 @@ Exit status: 0 when no failure was found.
 """
 
 import argparse
+import collections
 import hashlib
 import os
 import pickle
@@ -553,6 +554,7 @@ class Result:
         self.features = features
         self.corpus = corpus
         self.status = status
+        self.output_tail = ""  # the engine's last lines, shown when it failed
 
     @property
     def ok(self):
@@ -573,6 +575,8 @@ class Result:
         text = "; ".join(parts)
         for sig in self.failures:
             text += "\n  failure: " + sig
+        if self.status and self.output_tail:
+            text += "\n  engine output ends with:\n" + self.output_tail
         return text
 
 
@@ -605,6 +609,7 @@ def run_atheris(target, seconds=DEFAULT_SECONDS, libfuzzer_args=(), workdir=None
     """Fuzz target in a libFuzzer child process; return its Result."""
     if workdir is None:
         workdir = os.path.join(tempfile.gettempdir(), "msrp-fuzz", target)
+    workdir = os.path.abspath(workdir)
     corpus = os.path.join(workdir, "corpus")
     crashes = os.path.join(workdir, "crashes")
     os.makedirs(corpus, exist_ok=True)
@@ -630,9 +635,12 @@ def run_atheris(target, seconds=DEFAULT_SECONDS, libfuzzer_args=(), workdir=None
     stats = (0, None, None, None)
     executed = None
     failures = []
+    tail = collections.deque(maxlen=40)
     for line in proc.stdout:
+        text = line.decode("utf-8", "replace")
+        tail.append(text)
         if not quiet:
-            out.buffer.write(line) if hasattr(out, "buffer") else out.write(line.decode("utf-8", "replace"))
+            out.write(text)
             out.flush()
         m = _STATS_RE.match(line)
         if m:
@@ -646,7 +654,9 @@ def run_atheris(target, seconds=DEFAULT_SECONDS, libfuzzer_args=(), workdir=None
     status = proc.wait()
     elapsed = time.monotonic() - start
     inputs = executed if executed is not None else stats[0]
-    return Result(target, "atheris", inputs, elapsed, failures, *stats[1:], status=status)
+    result = Result(target, "atheris", inputs, elapsed, failures, *stats[1:], status=status)
+    result.output_tail = "".join(tail)
+    return result
 
 
 def _child(target, crash_dir, libfuzzer_args):

@@ -245,7 +245,10 @@ def loopback(host):
 
 
 def connect(host, port, timeout):
-    sock = socket.create_connection((loopback(host), port), timeout=timeout)
+    try:
+        sock = socket.create_connection((loopback(host), port), timeout=timeout)
+    except OSError as e:
+        raise LoadError("cannot connect to %s:%d: %s" % (host, port, e.strerror or e)) from None
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
 
@@ -461,7 +464,14 @@ class Load:
             self.masks[fd] = mask
 
     def loop(self, done, what):
-        """Run until done() or a limit; raise LoadError on a stall or timeout."""
+        """Run until done() or a limit; raise LoadError on a stall, a
+        timeout or a connection error."""
+        try:
+            self._loop(done, what)
+        except OSError as e:
+            raise LoadError("%s: %s (%s)" % (what, e.strerror or e, self.state())) from None
+
+    def _loop(self, done, what):
         a, b = self.s.a, self.s.b
         afd, bfd = a.fileno(), b.fileno()
         start = last = time.monotonic()

@@ -32,7 +32,6 @@ Run on demand; loopback only; every wait is bounded.
 import argparse
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -254,9 +253,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    import signal
-
-    signal.signal(signal.SIGTERM, compare._terminate)
+    compare.install_signal_handlers()
     procs = compare.Processes()
     results = {"machine": compare.machine_description(), "big": [], "sessions": []}
     try:

@@ -144,6 +144,16 @@ class Side:
     request_received = head_received
 
     def connection_lost(self, conn, reason):
+        if conn.conn_id not in self.soak.injected:
+            self.soak.count("lost_not_injected")
+            self.soak.note("%s lost its connection without an injection: %s" % (self.name, reason))
+        self.going_down(reason)
+
+    def going_down(self, reason):
+        """The connection is lost or being closed: its relay session is gone
+        (or about to be), so nothing may be sent through it any more. A
+        client that closes its own connection knows it at once; for one
+        reset under it, its stack says so a reactor turn later."""
         if self.up:
             self.up = False
             self.use_path = None
@@ -217,6 +227,7 @@ class Soak:
         self.mi_port = None
         self.pairs = []
         self.rss = {}
+        self.injected = set()
 
     def count(self, name, n=1):
         self.counters[name] = self.counters.get(name, 0) + n
@@ -421,12 +432,14 @@ class Soak:
             conn = side.connection()
             if conn is None or not side.up:
                 continue
+            self.injected.add(conn.conn_id)
             if self.rng.random() < 0.5:
                 self.count("injected_rst")
                 conn.transport.abortConnection()
             else:
                 self.count("injected_close")
                 conn.close("soak: injected disconnect", abort=False)
+            side.going_down("injected")
             self.count("disconnects_injected")
 
     # -- the run -----------------------------------------------------------------
@@ -463,6 +476,7 @@ class Soak:
             for p in self.pairs:
                 for s in (p.a, p.b):
                     s.up = False  # a deliberate close is not a fault
+                    self.injected.update(s.peer.connections.connections)
                     yield s.peer.close()
                 p.a.peer.received.put(None)
                 p.b.peer.received.put(None)
@@ -529,6 +543,7 @@ class Soak:
             "relay_statistics_after_close": {k: stats_closed[k] for k in sorted(stats_closed)},
             "relay_log_lines": len(self.relay.lines),
             "relay_tracebacks": len(re.findall(r"Traceback|Unhandled", log)),
+            "relay_refusals": [line for line in self.relay.lines if " 403 " in line][:20],
             "notes": self.notes,
         }
         return result
@@ -552,6 +567,7 @@ def parse_args(argv=None):
     p.add_argument("--peer-timeout", type=float, default=10.0, help="the clients' transaction timeout [10]")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     p.add_argument("--json-out", help="also write the figures here")
+    p.add_argument("--relay-log", help="write the relay's log here")
     args = p.parse_args(argv)
     if args.seconds <= 0 or args.pairs < 1 or args.window < 1:
         p.error("--seconds, --pairs and --window must be positive")
@@ -610,6 +626,9 @@ def main(argv=None):
     if args.json_out:
         with open(args.json_out, "w") as f:
             json.dump(r, f, indent=1)
+    if args.relay_log:
+        with open(args.relay_log, "w") as f:
+            f.write(soak.relay.output() + "\n")
     bad = r["acknowledged_but_lost"] or r["corrupted"] or r["relay_tracebacks"]
     return 1 if bad else 0
 

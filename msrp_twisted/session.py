@@ -159,7 +159,7 @@ class Session:
         self.receiver = ChunkReceiver(
             self.tm, self._deliver, report_received=self._report_received,
             message_failed=self._message_failed, spool_dir=spool_dir, **options)
-        self.tm.add_handler(self.receiver, match=self._is_ours)
+        self.tm.add_handler(self.receiver, match=self._is_ours, reuse_inbound=True)
         self._keepalive = None
         if keepalive:
             self.start_keepalive(keepalive)

@@ -124,14 +124,23 @@ class TransactionManager:
              "refused_501", "partial_completed"), 0)
 
     # -- handlers --------------------------------------------------------
-    def add_handler(self, handler, match=None, methods=()):
+    def add_handler(self, handler, match=None, methods=(), reuse_inbound=False):
         """Route requests whose top To-Path URI satisfies match(uri) (None:
-        all) to handler. methods adds extension methods it understands."""
-        self._handlers.append((match, handler))
+        all) to handler. methods adds extension methods it understands.
+
+        reuse_inbound: requests this handler accepts make their connection
+        the route back to their From-Path authority (RFC 4975 section 6),
+        as an endpoint answering a peer that cannot be dialled needs. Only
+        claimed requests register, never refused ones: an unauthenticated
+        stranger must not be able to divert traffic by naming someone
+        else's address in its From-Path. A relay routes by session instead
+        and leaves this off.
+        """
+        self._handlers.append((match, handler, reuse_inbound))
         self._methods.update(methods)
 
     def remove_handler(self, handler):
-        self._handlers = [(m, h) for m, h in self._handlers if h is not handler]
+        self._handlers = [entry for entry in self._handlers if entry[1] is not handler]
 
     @property
     def pending_count(self):
@@ -189,7 +198,7 @@ class TransactionManager:
                 self.stats["transactions_failed"] += 1
                 tx.deferred.errback(TransactionConnectionLost(
                     "connection to %s lost: %s" % (conn.peer, reason), tid))
-        for _, handler in self._handlers:
+        for _, handler, _ in self._handlers:
             lost = getattr(handler, "connection_lost", None)
             if lost is not None:
                 lost(conn, reason)
@@ -206,10 +215,11 @@ class TransactionManager:
         if method not in self._methods:
             self._refuse(conn, request, 501, "unknown method %s" % method)
             return None
-        self.connections.register_peer(conn, from_path[0])
         top = to_path[0]
-        for match, handler in self._handlers:
+        for match, handler, reuse_inbound in self._handlers:
             if match is None or match(top):
+                if reuse_inbound:
+                    self.connections.register_peer(conn, from_path[0])
                 return handler
         self._refuse(conn, request, 481, "no session for %s" % top)
         return None

@@ -327,12 +327,33 @@ class TransactionCreationTests(SynchronousTestCase):
     def test_reuses_a_connection_to_the_next_hop(self):
         """Without conn, the connection registered for To-Path's first URI
         (here the From-Path of an earlier inbound request) carries it."""
-        self.tm.add_handler(Recorder(self.tm))
+        self.tm.add_handler(Recorder(self.tm), reuse_inbound=True)
         other = self.node.wire()
         other.feed(request_bytes("tin1", "SEND", B, R + " " + A, [("Message-ID", "x1")]))
         self.tm.send_request(**send(to=R + " " + A, frm=B))
         self.assertEqual([m.method for m in other.received()], ["SEND"])
         self.assertEqual(self.wire.received(), [])
+
+    def test_refused_requests_register_no_route(self):
+        """A stranger naming someone else's address in its From-Path, on a
+        request nobody claims (481), gains no route: traffic for that
+        address is not sent to it."""
+        self.tm.add_handler(Recorder(self.tm), match=lambda uri: uri.session_id == "mine",
+                            reuse_inbound=True)
+        intruder = self.node.wire()
+        intruder.feed(request_bytes("tin2", "SEND", B, R + " " + A, [("Message-ID", "x2")]))
+        self.assertEqual([m.code for m in intruder.received()], [481])
+        self.tm.send_request(**send(to=R + " " + A, frm=B))
+        self.assertEqual(intruder.received(), [])
+
+    def test_handlers_without_reuse_register_no_route(self):
+        """A relay's handler (reuse_inbound off) claims requests without
+        turning their From-Path into a route."""
+        self.tm.add_handler(Recorder(self.tm))
+        other = self.node.wire()
+        other.feed(request_bytes("tin3", "SEND", B, R + " " + A, [("Message-ID", "x3")]))
+        self.tm.send_request(**send(to=R + " " + A, frm=B))
+        self.assertEqual(other.received(), [])
 
 
 # -- matching responses --------------------------------------------------------
@@ -881,7 +902,7 @@ class SendReportTests(SynchronousTestCase):
         self.node = Node()
         self.tm = self.node.tm
         self.handler = Recorder(self.tm)
-        self.tm.add_handler(self.handler)
+        self.tm.add_handler(self.handler, reuse_inbound=True)
         self.wire = self.node.wire()
 
     def receive(self, wire=None, headers=(("Byte-Range", "1-5/5"),), body=b"hello"):
