@@ -94,6 +94,10 @@ class TransportSettings:
     max_body: int = _p.DEFAULT_MAX_BODY  # per received chunk; 0 = no limit
     max_queued_frames: int = 10000  # frames waiting behind a streamed body
     max_connections_per_ip: int = 0  # accepted connections from one address; 0 = no cap
+    # Bytes the socket transport buffers before it pauses its producers.
+    # Twisted's 64 KiB default pauses (and resumes) relayed sources for
+    # every 64 KiB chunk; this is per connection, and only while writing.
+    write_buffer_size: int = 256 * 1024
 
 
 class ConnectionClosed(Exception):
@@ -264,6 +268,11 @@ class MSRPProtocol(Protocol):
         self.created = self.last_activity = now
         self._up = True
         self.manager.connection_opened(self)
+        inner = t
+        while inner is not None and not hasattr(inner, "bufferSize"):
+            inner = getattr(inner, "transport", None)
+        if inner is not None and self.settings.write_buffer_size:
+            inner.bufferSize = self.settings.write_buffer_size
         t.registerProducer(self, True)
         self._event("ACCEPTED" if self.direction == "in" else "CONNECTED", True,
                     "%s %s" % ("accepted from" if self.direction == "in" else "connected to", self.peer))
