@@ -114,6 +114,8 @@ OPTIONS = {
     "auth_failure_window": (60.0, _float(1.0), "s over which failed AUTHs are counted"),
     "auth_block_time": (300.0, _float(0.0), "s an address stays blocked after too many failed AUTHs"),
     "max_connections_per_ip": (0, _int(0, 1000000), "simultaneous accepted connections from one address; 0 = no cap"),
+    "max_sessions_per_user": (0, _int(0, 1000000),
+                              "relay sessions one user may hold at once (more AUTHs: 403); 0 = no cap"),
 }
 
 
@@ -153,6 +155,7 @@ class MSRPConfig:
     auth_failure_window: float = 60.0
     auth_block_time: float = 300.0
     max_connections_per_ip: int = 0
+    max_sessions_per_user: int = 0
 
     @classmethod
     def from_mapping(cls, values, source="configuration"):

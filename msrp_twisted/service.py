@@ -67,6 +67,11 @@ class MSRPService(service.Service):
         except ValueError as e:
             raise StartupError("TLS: %s" % e) from None
         self.tls = tls
+        if c.tls_insecure:
+            # Said at startup, not only when the first msrps connection is
+            # made: an operator reading the start-up log must see it.
+            log.warn("--tls-insecure is on: the certificates of msrps servers this relay connects to "
+                     "are NOT verified, so its outbound TLS connections can be intercepted (labs only)")
         observers = [self]
         if c.trace_destination:
             from .tracing import Tracer, load_filter, open_sender, parse_trace_destination
@@ -100,7 +105,7 @@ class MSRPService(service.Service):
 
         throttle = AuthThrottle(self.reactor, c.auth_max_failures, c.auth_failure_window, c.auth_block_time)
         self.relay = Relay(self.transactions, [], authenticator, policy, reactor=self.reactor, tls=tls,
-                           throttle=throttle)
+                           throttle=throttle, max_sessions_per_user=c.max_sessions_per_user)
 
     # -- lifecycle -----------------------------------------------------------
     def startService(self):

@@ -18,8 +18,10 @@ timeout does. The last two tests run the attacks against a `twistd -n msrp`
 child process, to see its resident memory go back to where it was.
 """
 
+import hashlib
 import re
 import shutil
+import socket
 import tempfile
 
 from twisted.internet import defer, reactor
@@ -41,6 +43,8 @@ from msrp_twisted.core.parser import BodyData, InvalidMessage, MessageEnd, Messa
 from msrp_twisted.core.serializer import serialize
 from msrp_twisted.core.uri import MSRPURI, format_path, parse_uri
 from msrp_twisted.service import MSRPService
+from msrp_twisted.tls import TLSVersion
+from tests.certs import get_test_pki
 from tests.relay_helpers import Peer, TwistdProcess, write_users
 
 USERS = {"alice": "wonderland", "bob": "builder", "carol": "singer", "mallory": "evil"}
@@ -59,6 +63,7 @@ RELAY_OPTIONS = {
     "auth_failure_window": 60.0,
     "auth_block_time": 300.0,
     "max_connections_per_ip": 4,
+    "max_sessions_per_user": 3,
     "transaction_timeout": 5.0,
 }
 
@@ -102,6 +107,14 @@ class LogWatcher:
 def assert_no_tracebacks(test, text):
     for marker in ("Traceback", "Unhandled"):
         test.assertNotIn(marker, text, "the relay logged a %s:\n%s" % (marker, text[-3000:]))
+
+
+def assert_no_secrets(test, text):
+    """No password and no HA1 of any user in the log."""
+    for user, password in USERS.items():
+        test.assertNotIn(digest.compute_ha1(user, "msrp", password), text, "HA1 of %s logged" % user)
+        if len(password) > 5:  # short ones occur in ordinary words
+            test.assertNotIn(password, text, "password of %s logged" % user)
 
 
 class StateWatcher:
@@ -174,14 +187,10 @@ class RawClient(Protocol):
         self._parts = []
         self.uri = MSRPURI("attacker.invalid", 2855, new_session_id())
 
-    @property
-    def local(self):
+    def connectionMade(self):
         host = self.transport.getHost()
-        return "%s:%d" % (host.host, host.port)
-
-    @property
-    def port(self):
-        return self.transport.getHost().port
+        self.port = host.port
+        self.local = "%s:%d" % (host.host, host.port)
 
     def connectionLost(self, reason):
         self.closed = True
@@ -288,20 +297,23 @@ class RelayFixture:
         yield service.start()
         self.service = service
         self.state = StateWatcher(service)
-        self.addCleanup(self._stop_relay)
+        self.addCleanup(self._stop_relay, service, self.state)
         self.relay_uri = service.relay.uris[0]
         self.port = self.relay_uri.port
+        # A session nobody has: requests to it get 481 (a barrier, since
+        # responses on a connection come back in order).
+        self.nowhere = [self.relay_uri.with_session(new_session_id()), MSRPURI("x.invalid", 2855, "s")]
         return service
 
     @inlineCallbacks
-    def _stop_relay(self):
+    def _stop_relay(self, service, state):
         for client in self.raw:
             if not client.closed:
                 client.transport.abortConnection()
         yield defer.gatherResults([c.lost for c in self.raw])
         yield defer.gatherResults([p.close() for p in self.peers])
-        yield self.state.wait(lambda: not self.service.connections.connections)
-        yield self.service.stopService()
+        yield state.wait(lambda: not service.connections.connections)
+        yield service.stopService()
 
     def peer(self, name, **kw):
         p = Peer(name, **kw)
@@ -346,10 +358,20 @@ class RelayFixture:
 
     @inlineCallbacks
     def exchange(self, a, to_b, b, body):
+        """a sends body to b; bob's answer goes back after it (in order)."""
         response = yield a.send(to_b, body)
         self.assertEqual(response.code, 200)
-        got = yield b.received.get()
-        self.assertEqual((got.request.method, got.body), ("SEND", body))
+        yield self.expect_body(b, body)
+
+    @inlineCallbacks
+    def expect_body(self, peer, body):
+        """The next thing peer receives is a SEND of body."""
+        got = yield peer.received.get()
+        self.assertEqual(got.request.method, "SEND")
+        if got.sha256 is not None:  # a peer that hashes bodies as they stream in
+            self.assertEqual((got.length, got.sha256), (len(body), hashlib.sha256(body).hexdigest()))
+        else:
+            self.assertEqual(got.body, body)
 
     @inlineCallbacks
     def recovered(self):
@@ -358,9 +380,13 @@ class RelayFixture:
         yield self.settled()
         yield self.exchange(self.alice, self.to_bob, self.bob, b"still here, bob?")
         yield self.exchange(self.bob, self.to_alice, self.alice, b"yes, alice")
-        carol = Peer("carol")
+        carol = self.peer("carol")
         uc = (yield carol.auth(self.relay_uri, "carol", USERS["carol"])).use_path[0]
         yield self.exchange(carol, [uc, self.ua, self.alice.uri], self.alice, b"hello from carol")
+        # A last SEND that opens no transaction: once bob has it, the relay
+        # has taken alice's answer to carol's (it came first on her connection).
+        yield self.alice.send(self.to_bob, b"over", headers=[("Failure-Report", "no")])
+        yield self.expect_body(self.bob, b"over")
         yield carol.close()
         yield self.settled()
         stats = self.service.statistics()
@@ -369,6 +395,7 @@ class RelayFixture:
         self.assertEqual(stats["relay_sessions"], self.baseline["relay_sessions"])
         self.assertEqual(len(self.alice.received.pending) + len(self.bob.received.pending), 0)
         assert_no_tracebacks(self, self.log.text())
+        assert_no_secrets(self, self.log.text())
         return stats
 
 
@@ -397,13 +424,14 @@ class FramingAttackTests(HostileTestCase):
 
     @inlineCallbacks
     def test_garbage_after_a_valid_frame(self):
-        """What was valid is answered; the garbage then closes the connection."""
+        """What was valid before the garbage is handled (here refused 481);
+        then the connection is reset at once: a response still in the
+        relay's buffer is dropped with it."""
         client = yield self.connect()
-        tid, data = client.frame("SEND", [self.ub, self.bob.uri], [
+        tid, data = client.frame("SEND", self.nowhere, [
             ("Message-ID", "m1"), ("Byte-Range", "1-1/1"), ("Content-Type", "text/plain")], b"x")
-        answered = client.expect(tid)
         client.write(data + b"GET / HTTP/1.1\r\nHost: relay\r\n\r\n")
-        self.assertEqual((yield answered).code, 403)  # toward bob, but not from his connection
+        yield self.log.wait_for(r"relay refused SEND %s from %s: 481" % (tid, re.escape(client.local)))
         yield self.closed_by_relay(client, r"framing error: stream does not start with 'MSRP '.*GET")
         yield self.recovered()
 
@@ -456,8 +484,11 @@ class FramingAttackTests(HostileTestCase):
         response = yield client.request("SEND", [bogus, self.bob.uri], headers, b"x")
         self.assertEqual(response.code, 481)
         # Thousands of copies of a header that may appear once: 400.
-        headers = [("Message-ID", "m")] + [("Byte-Range", "1-1/1")] * 3000 + [("Content-Type", "text/plain")]
-        response = yield client.request("SEND", [bogus, self.bob.uri], headers, b"x")
+        answered = client.expect("dup12345")
+        client.write(b"MSRP dup12345 SEND\r\nTo-Path: %s\r\nFrom-Path: %s\r\nMessage-ID: m\r\n%s"
+                     b"Content-Type: text/plain\r\n\r\nx\r\n-------dup12345$\r\n"
+                     % (str(bogus).encode(), str(client.uri).encode(), b"Byte-Range: 1-1/1\r\n" * 3000))
+        response = yield answered
         self.assertEqual(response.code, 400)
         self.assertIn("duplicate Byte-Range", response.comment)
         client.transport.loseConnection()
@@ -473,7 +504,9 @@ class FramingAttackTests(HostileTestCase):
         tid, data = client.frame("SEND", [bogus, self.bob.uri], [
             ("Message-ID", "m"), ("Byte-Range", "1-*/*"), ("Content-Type", "text/plain")],
             b"b" * 4, flag="+")
-        head = data[:data.index(b"\r\n\r\n") + 4]
+        # The head and a first bit of body (until a byte after the blank
+        # line has come the parser cannot tell an empty body from a body).
+        head = data[:data.index(b"\r\n\r\n") + 8]
         answered = client.expect(tid)
         client.write(head)
         self.assertEqual((yield answered).code, 481)
@@ -515,8 +548,8 @@ class EncodingAttackTests(HostileTestCase):
                                 % re.escape(client.local))
         yield self.log.wait_for(r"cannot answer invalid request from %s \(tid bad1utf8\)" % re.escape(client.local))
         # The connection still works: the next request is answered.
-        response = yield client.send([self.ub, self.bob.uri])
-        self.assertEqual(response.code, 403)
+        response = yield client.send(self.nowhere)
+        self.assertEqual(response.code, 481)
         self.assertEqual([r.tid for r in client.responses], [response.tid])
         client.transport.loseConnection()
         yield self.recovered()
@@ -528,8 +561,8 @@ class EncodingAttackTests(HostileTestCase):
         client.write(b"MSRP bad2utf8 SEND\r\nTo-Path: msrp://\xc3\x28.invalid:2855/s;tcp\r\n"
                      b"From-Path: %s\r\nMessage-ID: m\r\n-------bad2utf8$\r\n" % str(client.uri).encode())
         yield self.log.wait_for(r"invalid MSRP message from %s \(tid bad2utf8\)" % re.escape(client.local))
-        response = yield client.send([self.ub, self.bob.uri])
-        self.assertEqual(response.code, 403)
+        response = yield client.send(self.nowhere)
+        self.assertEqual(response.code, 481)
         client.transport.loseConnection()
         yield self.recovered()
 
@@ -540,8 +573,8 @@ class EncodingAttackTests(HostileTestCase):
                      % (str(self.relay_uri).encode(), str(client.uri).encode()))
         yield self.log.wait_for(r"invalid MSRP message from %s \(tid bad3utf8\): response comment is not valid UTF-8"
                                 % re.escape(client.local))
-        response = yield client.send([self.ub, self.bob.uri])
-        self.assertEqual(response.code, 403)
+        response = yield client.send(self.nowhere)
+        self.assertEqual(response.code, 481)
         self.assertEqual(len(client.responses), 1)
         client.transport.loseConnection()
         yield self.recovered()
@@ -595,6 +628,8 @@ class TransactionAttackTests(HostileTestCase):
         self.assertEqual(got.body, body)
         self.assertEqual(self.service.relay.stats["frames_relayed"], relayed + 1)
         self.assertEqual(len(self.alice.received.pending), 0)
+        mallory.transport.loseConnection()
+        yield self.recovered()
 
     @inlineCallbacks
     def test_own_end_line_inside_a_body_ends_the_frame(self):
@@ -615,6 +650,7 @@ class TransactionAttackTests(HostileTestCase):
         self.assertEqual((yield second_answer).code, 403)
         got = yield self.bob.received.get()
         self.assertEqual(got.body, b"x")
+        mallory.transport.loseConnection()
         yield self.recovered()
 
     @inlineCallbacks
@@ -625,10 +661,10 @@ class TransactionAttackTests(HostileTestCase):
         for i, code in enumerate((200, 403, 481, 999)):
             client.write(b"MSRP nothing%d %d OK\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------nothing%d$\r\n"
                          % (i, code, str(self.relay_uri).encode(), str(client.uri).encode(), i))
-        response = yield client.send([self.ub, self.bob.uri])  # a barrier: answered in order
-        self.assertEqual(response.code, 403)
+        response = yield client.send(self.nowhere)  # a barrier: answered in order
+        self.assertEqual(response.code, 481)
         self.assertEqual(len(client.responses), 1)
-        self.assertGreaterEqual(self.service.transactions.stats["responses_unmatched"], 3)
+        self.assertEqual(self.service.transactions.stats["responses_unmatched"], 4)
         yield self.log.wait_for(r"dropped response nothing0 200 from %s" % re.escape(client.local))
         client.transport.loseConnection()
         yield self.recovered()
@@ -641,7 +677,7 @@ class TransactionAttackTests(HostileTestCase):
         mallory = yield self.connect()
         yield mallory.auth(self.relay_uri, "mallory", USERS["mallory"])
         self.bob.answer = None
-        response = yield self.alice.send(self.to_bob, b"for bob only", headers=[("Success-Report", "yes")])
+        response = yield self.alice.send(self.to_bob, b"for bob only")
         self.assertEqual(response.code, 200)
         got = yield self.bob.received.get()
         forged = b"MSRP %s 415 Unsupported\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------%s$\r\n" % (
@@ -650,9 +686,13 @@ class TransactionAttackTests(HostileTestCase):
         yield self.log.wait_for(r"dropped response %s 415 from %s" % (got.request.tid, re.escape(mallory.local)))
         self.assertEqual(self.service.statistics()["transactions_pending"], 1)
         self.bob.transactions.send_reply(got.conn, got.request, 200)
-        yield self.state.wait(lambda: self.service.transactions.pending_count == 0)
-        self.assertEqual(self.service.relay.stats["reports_generated"], 0)
         self.bob.answer = 200
+        # bob's next SEND follows his answer on his connection: once alice
+        # has it, the relay has taken the answer.
+        yield self.bob.send(self.to_alice, b"answered", headers=[("Failure-Report", "no")])
+        self.assertEqual((yield self.alice.received.get()).body, b"answered")
+        self.assertEqual(self.service.statistics()["transactions_pending"], 0)
+        self.assertEqual(self.service.relay.stats["reports_generated"], 0)
         mallory.transport.loseConnection()
         yield self.recovered()
 
@@ -670,16 +710,16 @@ class TransactionAttackTests(HostileTestCase):
             storm.append(mallory.frame("REPORT", [bogus, self.bob.uri], status)[1])
         for _ in range(500):
             storm.append(mallory.frame("REPORT", [um, self.ub, self.bob.uri], status)[1])
+        answered = len(mallory.responses)
         mallory.write(b"".join(storm))
         response = yield mallory.send([um, self.ub, self.bob.uri], b"after the storm")
         self.assertEqual(response.code, 200)
-        self.assertEqual(len(mallory.responses), 1)  # nothing answered a REPORT
+        self.assertEqual(len(mallory.responses), answered + 1)  # nothing answered a REPORT
         for _ in range(500):
             got = yield self.bob.received.get()
             self.assertEqual(got.request.method, "REPORT")
         got = yield self.bob.received.get()
         self.assertEqual(got.body, b"after the storm")
-        self.assertEqual(self.service.statistics()["transactions_pending"], 0)
         mallory.transport.loseConnection()
         yield self.recovered()
 
@@ -746,6 +786,41 @@ class AuthAttackTests(HostileTestCase):
         self.assertEqual(len(self.service.relay.sessions), sessions)
         alice.transport.loseConnection()
         thief.transport.loseConnection()
+        yield self.recovered()
+
+    @inlineCallbacks
+    def test_session_flood_by_one_user(self):
+        """One set of credentials cannot fill the session table: past
+        max_sessions_per_user (3) a valid AUTH is refused 403. Closing the
+        connection ends the sessions and frees the quota."""
+        mallory = yield self.connect()
+        codes = []
+        for _ in range(5):
+            response = yield mallory.auth(self.relay_uri, "mallory", USERS["mallory"])
+            codes.append(response.code)
+        self.assertEqual(codes, [200, 200, 200, 403, 403])
+        self.assertEqual(response.comment, "Too many sessions for this user")
+        yield self.log.wait_for(r"AUTH from %s: mallory already holds 3 sessions \(max_sessions_per_user\)"
+                                % re.escape(mallory.local))
+        self.assertEqual(len(self.service.relay.sessions), self.baseline["relay_sessions"] + 3)
+        mallory.transport.loseConnection()
+        yield self.settled()
+        again = yield self.connect()
+        self.assertEqual((yield again.auth(self.relay_uri, "mallory", USERS["mallory"])).code, 200)
+        again.transport.loseConnection()
+        yield self.recovered()
+
+    @inlineCallbacks
+    def test_known_session_uri_reaches_its_client_only(self):
+        """What a session URI is worth to someone without credentials (RFC
+        4976: it is handed out in SDP): frames toward its client get
+        through, anything else through it is refused."""
+        stranger = yield self.connect()
+        self.assertEqual((yield stranger.send([self.ub, self.bob.uri], b"hi bob")).code, 200)
+        yield self.expect_body(self.bob, b"hi bob")
+        for to_path in ([self.ub, self.alice.uri], [self.ub, self.ua, self.alice.uri]):
+            self.assertEqual((yield stranger.send(to_path, b"via bob")).code, 403)
+        stranger.transport.loseConnection()
         yield self.recovered()
 
     @inlineCallbacks
@@ -848,6 +923,26 @@ class SlowClientTests(HostileTestCase):
         yield self.recovered()
 
     @inlineCallbacks
+    def test_responses_never_read(self):
+        """A client that pipelines requests and never reads the answers:
+        once the relay's buffer toward it is full and nothing drains for
+        send_timeout (100 ms) the connection is closed; what it buffered
+        is released with it."""
+        client = yield self.connect()
+        client.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.transport.pauseProducing()
+        frames = b"".join(client.frame("SEND", self.nowhere, [("Message-ID", "m%d" % i)])[1]
+                          for i in range(4000))
+        closed = self.closed_by_relay(client, r"write blocked for more than 100 ms \(send_timeout\)")
+        for _ in range(10):
+            if closed.called:
+                break
+            client.write(frames)
+        yield closed
+        self.assertGreater(self.service.transactions.stats["refused_481"], 1000)
+        yield self.recovered()
+
+    @inlineCallbacks
     def test_idle_connections(self):
         """Connections that say nothing are closed after idle_timeout;
         authenticated ones are kept for their session's lifetime."""
@@ -887,6 +982,29 @@ class SlowClientTests(HostileTestCase):
         yield self.recovered()
 
 
+class SecuritySettingsTests(RelayFixture, TestCase):
+    def setUp(self):
+        self.make_fixture()
+
+    @inlineCallbacks
+    def test_insecure_switch_warns_at_startup(self):
+        yield self.start_relay(tls_insecure=1)
+        self.assertFalse(self.service.tls.verify_server)
+        yield self.log.wait_for(r"--tls-insecure is on: the certificates of msrps servers this relay "
+                                r"connects to are NOT verified")
+
+    @inlineCallbacks
+    def test_outbound_verification_is_the_default(self):
+        """Without TLS options the relay has no TLS settings of its own and
+        outbound msrps uses TLSSettings(): verify_server, TLS 1.2 minimum."""
+        yield self.start_relay()
+        self.assertIsNone(self.service.tls)
+        self.assertNotIn("--tls-insecure", self.log.text())
+        yield self.start_relay(tls_ca=get_test_pki().ca_bundle)
+        self.assertTrue(self.service.tls.verify_server)
+        self.assertEqual(self.service.tls.min_version, TLSVersion.TLSv1_2)
+
+
 # -- the relay process's memory ------------------------------------------------------
 
 
@@ -909,7 +1027,7 @@ class ProcessMemoryTests(TestCase):
         self.relay = TwistdProcess.spawn(reactor, [
             "msrp", "--listen", "msrp:127.0.0.1:0", "--users", users_file,
             "--mi", "tcp:0:interface=127.0.0.1", "--max-chunk-size", str(64 * KIB),
-            "--msg-read-timeout", "0.3", "--max-connections-per-ip", "50"], path=self.directory)
+            "--msg-read-timeout", "0.3", "--max-connections-per-ip", "100"], path=self.directory)
         self.addCleanup(self.relay.stop)
         ready = yield self.relay.wait_for(r"MSRP relay ready; URIs: (\S+)")
         self.relay_uri = parse_uri(ready.group(1))
@@ -961,7 +1079,7 @@ class ProcessMemoryTests(TestCase):
             b"MSRP abcd1234 SEND " + b"x" * 8000,  # start line too long
             head + b"X-Pad: " + b"p" * (70 * KIB),  # header block too long
             head + b"Message-ID: m\r\nContent-Type: text/plain\r\n\r\n" + b"b" * (80 * KIB),  # body too long
-            head + b"X: y\r\n" * 9000,  # never-ending header block
+            head + b"X: y\r\n" * 12000,  # never-ending header block
         ]
         for r in range(rounds):
             clients = yield defer.gatherResults([connect_raw(port) for _ in range(40)])
@@ -1016,7 +1134,7 @@ class ProcessMemoryTests(TestCase):
             yield storm(4000)
         yield self.check_traffic()
         after = rss_kib(self.relay.pid)
-        self.assertEqual(len(mallory.responses), 1 + 1 + 5)  # the two AUTHs are answered, and each barrier
+        self.assertEqual(len(mallory.responses), 2 + 6)  # the AUTH exchange, then one per barrier
         mallory.transport.loseConnection()
         yield mallory.lost
         stats = yield self.settled(baseline["connections_open"], baseline["relay_sessions"])

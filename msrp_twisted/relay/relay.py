@@ -43,8 +43,11 @@ class _Refusal(Exception):
 @implementer(IRequestHandler)
 class Relay:
     def __init__(self, tm, relay_uris, authenticator, expires_policy, reactor=None, tls=None,
-                 throttle=None):
+                 throttle=None, max_sessions_per_user=0):
         self.tm = tm
+        # Each AUTH makes a session that lives until Expires: without a cap
+        # one set of credentials could fill the table (and the memory).
+        self.max_sessions_per_user = max_sessions_per_user
         self.reactor = reactor if reactor is not None else tm.reactor
         self.auth = authenticator
         self.throttle = throttle  # limits.AuthThrottle, or None
@@ -194,6 +197,13 @@ class Relay:
             return
         if throttle is not None:
             throttle.succeeded(conn.remote_host)
+        cap = self.max_sessions_per_user
+        if cap and self.sessions.count_for(result.username) >= cap:
+            self.stats["auth_refused"] += 1
+            log.warn("AUTH from {peer}: {user} already holds {n} sessions (max_sessions_per_user); refused",
+                     peer=conn.peer, user=result.username, n=cap)
+            self.tm.send_reply(conn, request, 403, "Too many sessions for this user")
+            return
         session = self.sessions.create(result.username, conn, request.from_path[0], top, lifetime)
         self.stats["auth_ok"] += 1
         log.info("AUTH ok: {user} from {peer}, session {sid} for {expires}s",

@@ -49,6 +49,7 @@ class SessionTable:
         self.reactor = reactor
         self._sessions = {}
         self._by_conn = {}
+        self._per_user = {}
         self.stats = {"sessions_created": 0, "sessions_expired": 0, "sessions_ended": 0}
 
     def __len__(self):
@@ -60,6 +61,10 @@ class SessionTable:
     def get(self, session_id):
         return self._sessions.get(session_id)
 
+    def count_for(self, user):
+        """How many sessions user holds."""
+        return self._per_user.get(user, 0)
+
     def create(self, user, conn, client_uri, relay_uri, lifetime):
         while True:
             sid = new_session_id()
@@ -70,6 +75,7 @@ class SessionTable:
         s.timer = self.reactor.callLater(lifetime, self._expired, sid)
         self._sessions[sid] = s
         self._by_conn.setdefault(conn.conn_id, set()).add(sid)
+        self._per_user[user] = self._per_user.get(user, 0) + 1
         self.stats["sessions_created"] += 1
         conn.keep_alive_until(s.expires_at)
         return s
@@ -100,7 +106,12 @@ class SessionTable:
         return True
 
     def _remove(self, s):
-        self._sessions.pop(s.session_id, None)
+        if self._sessions.pop(s.session_id, None) is not None:
+            left = self._per_user.get(s.user, 0) - 1
+            if left > 0:
+                self._per_user[s.user] = left
+            else:
+                self._per_user.pop(s.user, None)
         sids = self._by_conn.get(s.conn.conn_id)
         if sids is not None:
             sids.discard(s.session_id)
