@@ -453,7 +453,14 @@ class TransactionManager:
         items = [("To-Path", " ".join(to_parts[hops:])),
                  ("From-Path", " ".join(moved) + " " + h["From-Path"])]
         items.extend(list(h)[2:])
-        return Headers(items)
+        if not getattr(h, "validated", False):
+            return Headers(items)
+        # Rearranged parsed text only (paths split on white space), so the
+        # result is as well formed as the headers it came from.
+        index = {}
+        for i, (name, _) in enumerate(items):
+            index.setdefault(name.lower(), i)
+        return Headers._trusted(items, index)
 
     def forward_request(self, request, conn=None, tls=None, timeout=None, hops=1):
         """Forward a complete request to the next hop with a new transaction id."""

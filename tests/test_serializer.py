@@ -358,3 +358,34 @@ class RoundTripTests(SynchronousTestCase):
         data = serialize(msg)
         [back] = parse_all(data, range(len(data)))
         self.assertEqual(describe(back), describe(msg))
+
+
+class ValidatedHeadersTests(SynchronousTestCase):
+    """Headers the parser built skip the per-header checks; any change made
+    afterwards brings them back."""
+
+    def parsed(self):
+        from msrp_twisted.core.parser import MessageAssembler
+
+        data = (b"MSRP tid12345 SEND\r\nTo-Path: msrp://b.example.com:2855/s2;tcp\r\n"
+                b"From-Path: msrp://a.example.com:2855/s1;tcp\r\nMessage-ID: m1\r\n"
+                b"-------tid12345$\r\n")
+        [msg] = MessageAssembler().feed(data)
+        return msg
+
+    def test_parsed_headers_are_validated_and_serialize_identically(self):
+        msg = self.parsed()
+        self.assertTrue(msg.headers.validated)
+        self.assertEqual(serialize(msg), serialize(Request(msg.tid, "SEND", msg.headers.items())))
+
+    def test_a_change_removes_the_exemption(self):
+        msg = self.parsed()
+        msg.headers.add("X-Bad", "a\r\nb")
+        self.assertFalse(msg.headers.validated)
+        self.assertRaises(SerializationError, serialize, msg)
+
+    def test_copy_keeps_the_flag_it_had(self):
+        from msrp_twisted.core.headers import Headers
+
+        self.assertFalse(Headers([("To-Path", "x")]).copy().validated)
+        self.assertTrue(self.parsed().headers.copy().validated)

@@ -23,11 +23,15 @@ class Headers:
     and because a relay forwards the other headers as they came.
     """
 
-    __slots__ = ("_items", "_index")
+    __slots__ = ("_items", "_index", "validated")
 
     def __init__(self, items=()):
         self._items = []
         self._index = {}
+        # True only while every pair is known to be well formed (built by
+        # the parser, or derived from such headers without new text): the
+        # serializer then need not check each one again.
+        self.validated = False
         for name, value in items:
             self.add(name, value)
 
@@ -37,9 +41,11 @@ class Headers:
         h = cls.__new__(cls)
         h._items = items
         h._index = index
+        h.validated = True
         return h
 
     def add(self, name, value):
+        self.validated = False
         key = name.lower()
         if key not in self._index:
             self._index[key] = len(self._items)
@@ -84,7 +90,9 @@ class Headers:
         return list(self._items)
 
     def copy(self):
-        return Headers._trusted(list(self._items), dict(self._index))
+        h = Headers._trusted(list(self._items), dict(self._index))
+        h.validated = self.validated
+        return h
 
     def set(self, name, value):
         """Replace every occurrence of name with one value at the first place."""
@@ -106,6 +114,7 @@ class Headers:
             self._replace([(n, v) for n, v in self._items if n.lower() != key])
 
     def _replace(self, items):
+        self.validated = False
         self._items = []
         self._index = {}
         for n, v in items:

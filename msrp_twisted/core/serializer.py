@@ -55,12 +55,15 @@ def head(message, has_body=None):
         if "content-type" not in names:
             raise SerializationError("a body needs a Content-Type header")
     parts = [start]
-    try:
-        for name, value in headers:
-            check_header(name, value)
-            parts.append("%s: %s\r\n" % (name, value))
-    except HeaderError as e:
-        raise SerializationError(str(e)) from None
+    if getattr(headers, "validated", False):
+        parts.extend(["%s: %s\r\n" % item for item in headers])
+    else:
+        try:
+            for name, value in headers:
+                check_header(name, value)
+                parts.append("%s: %s\r\n" % (name, value))
+        except HeaderError as e:
+            raise SerializationError(str(e)) from None
     if has_body:
         parts.append("\r\n")
     try:
