@@ -10,7 +10,11 @@ against what A_i sent (matched by Message-ID) and answers with a success
 REPORT for the whole message. Every ``--disconnect-every`` seconds (on
 average) a random peer loses its connection, by RST (abortConnection) or by
 a clean close; it then authenticates again (new relay session, new
-Use-Path) and its pair carries on.
+Use-Path) and its pair carries on. A chunked message belongs to one session
+of each side: when either side re-authenticates in the middle of it, A sends
+no more of its chunks and B drops what it had (so an early version of this
+soak, which went on sending the rest to B's new session, counted messages
+whose every chunk B had acknowledged as lost).
 
 What is counted, per message:
 
@@ -90,7 +94,7 @@ def with_timeout(d, seconds):
 
 class Message:
     __slots__ = ("mid", "size", "sha256", "chunks", "acked_chunks", "acked", "success", "failure",
-                 "refused", "sender_gone", "delivered", "corrupted", "sent_at")
+                 "refused", "sender_gone", "delivered", "corrupted", "sent_at", "b_sessions")
 
     def __init__(self, mid, body, nchunks):
         self.mid = mid
@@ -106,6 +110,7 @@ class Message:
         self.delivered = False
         self.corrupted = False
         self.sent_at = time.monotonic()
+        self.b_sessions = set()  # B's sessions (generations) its chunks were sent to
 
     @property
     def final(self):
@@ -318,13 +323,17 @@ class Soak:
             self.messages[mid] = m
             pair.outstanding[mid] = m
             self.count("sent")
-            generation = pair.a.generation
+            # A chunked message belongs to one session of each side: when
+            # either re-authenticates (new Use-Path) the rest of it is not
+            # sent; B drops what it had of it, as a client would.
+            generation = (pair.a.generation, pair.b.generation)
             for start in starts:
                 end = min(start + chunk_size, len(body))
-                if not pair.up or pair.a.generation != generation:
+                if not pair.up or (pair.a.generation, pair.b.generation) != generation:
                     m.refused = m.refused or "pair down before chunk %d" % (start + 1)
                     break
                 to_path = [pair.a.use_path, pair.b.use_path, pair.b.peer.uri]
+                m.b_sessions.add(pair.b.generation)
                 try:
                     response = yield pair.a.peer.send(
                         to_path, body[start:end], content_type="application/octet-stream",
@@ -462,11 +471,13 @@ class Soak:
             yield later(min(args.warmup, args.seconds))
             self.rss["warm"] = rss_kib(pid)
             injector = self.injector()
+            sampler = self.sample_rss(pid, args.sample_every)
             yield later(max(0.0, args.seconds - (time.monotonic() - started)))
             self.stopping = True
             self.rss["traffic_end"] = rss_kib(pid)
             traffic_seconds = time.monotonic() - started
             yield with_timeout(injector, 60)
+            yield sampler
             yield with_timeout(defer.gatherResults(senders), args.peer_timeout * 4 + 30)
             # Whoever is down reconnects, so that REPORTs can arrive.
             for p in self.pairs:
@@ -490,6 +501,14 @@ class Soak:
             if self.relay is not None and self.relay.status is None:
                 yield self.relay.stop()
             shutil.rmtree(directory, True)
+
+    @defer.inlineCallbacks
+    def sample_rss(self, pid, every):
+        """The relay's VmRSS (KiB) every ``every`` seconds of traffic."""
+        self.rss["series"] = series = []
+        while not self.stopping:
+            series.append(rss_kib(pid)["VmRSS"])
+            yield later(every)
 
     @defer.inlineCallbacks
     def drain(self, seconds):
@@ -536,6 +555,9 @@ class Soak:
             "acked_sender_gone_not_delivered": sum(1 for m in msgs if m.acked and m.sender_gone
                                                    and not m.delivered and m.failure is None),
             "corrupted": sum(1 for m in msgs if m.corrupted),
+            "lost_details": [{"mid": m.mid, "size": m.size, "chunks": m.chunks, "acked_chunks": m.acked_chunks,
+                              "b_sessions": len(m.b_sessions), "failure": m.failure, "success": m.success}
+                             for m in success_not_delivered + silent_loss][:20],
             "disconnects_injected": self.counters.get("disconnects_injected", 0),
             "counters": dict(sorted(self.counters.items())),
             "rss_kib": self.rss,
@@ -565,6 +587,7 @@ def parse_args(argv=None):
     p.add_argument("--relay-transaction-timeout", type=float, default=5.0,
                    help="the relay's transaction_timeout [5]")
     p.add_argument("--peer-timeout", type=float, default=10.0, help="the clients' transaction timeout [10]")
+    p.add_argument("--sample-every", type=float, default=60.0, help="seconds between RSS samples [60]")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: random)")
     p.add_argument("--json-out", help="also write the figures here")
     p.add_argument("--relay-log", help="write the relay's log here")
@@ -618,6 +641,8 @@ def main(argv=None):
           "clients gone %.1f MiB; peak %.1f MiB" % (
               rss["start"]["VmRSS"] / KIB, rss["warm"]["VmRSS"] / KIB, rss["traffic_end"]["VmRSS"] / KIB,
               rss["clients_gone"]["VmRSS"] / KIB, rss["clients_gone"]["VmHWM"] / KIB))
+    print("relay RSS every %g s (MiB): %s" % (args.sample_every, " ".join(
+        "%.1f" % (v / KIB) for v in rss.get("series", []))))
     closed = r["relay_statistics_after_close"]
     print("relay after the clients left: %d connections, %d sessions, %d pending "
           "transactions; tracebacks in its log: %d" % (

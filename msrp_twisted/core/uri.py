@@ -115,6 +115,10 @@ PATH_SEPARATOR_RE = re.compile(r"[ \t]+")
 CACHE_SIZE = 4096
 CACHEABLE_URI_LENGTH = 512
 CACHEABLE_PATH_LENGTH = 2048
+# A cached path holds a parsed URI for each of its URIs: 2 KiB of text can
+# name ~100 short ones, and 4096 such paths took 200 MiB. Real paths name a
+# few hops; only those are cached.
+CACHEABLE_PATH_URIS = 6
 
 
 class MSRPURI:
@@ -550,7 +554,7 @@ def parse_path(text, require_transport=True):
     """Parse a To-Path, From-Path or Use-Path value into a tuple of MSRPURI."""
     if type(text) is not str:
         text = _as_text(text)
-    if len(text) <= CACHEABLE_PATH_LENGTH:
+    if len(text) <= CACHEABLE_PATH_LENGTH and text.count("://") <= CACHEABLE_PATH_URIS:
         return _parse_path_cached(text, require_transport)
     return _parse_path(text, require_transport)
 
