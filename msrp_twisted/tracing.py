@@ -532,6 +532,15 @@ def open_sender(destination, reactor=None, clock=None, **options):
     return sender.start()
 
 
+# Digest credentials in a trace would allow an offline dictionary attack on
+# the password: their values are blanked in message traces.
+_SECRET_HEADERS = re.compile(rb"(?im)^((?:Authorization|Authentication-Info):)[^\r\n]*")
+
+
+def _redact(head):
+    return _SECRET_HEADERS.sub(rb"\1 <redacted>", head)
+
+
 # -- the tracer ----------------------------------------------------------------
 
 # transport event -> (Event on the wire, default Message on success, on failure)
@@ -681,7 +690,7 @@ class Tracer:
             raise ValueError(f"message direction must be 'in' or 'out', got {direction!r}")
         if not self.trace_messages or not self._traced(conn):
             return False
-        payload = bytes(head_bytes) + bytes(body_prefix or b"")[: self.max_body]
+        payload = _redact(bytes(head_bytes)) + bytes(body_prefix or b"")[: self.max_body]
         payload = payload[:_MAX_MESSAGE_PAYLOAD]
         if direction == "in":
             ends = (conn.remote_host, conn.remote_port, conn.local_host, conn.local_port)

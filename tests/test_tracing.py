@@ -913,3 +913,18 @@ class LoadFilterTests(SynchronousTestCase):
             self.assertIn(words, str(cm.exception), name)
         with self.assertRaises(ValueError):
             load_filter(None)
+
+
+class CredentialRedactionTests(SynchronousTestCase):
+    def test_digest_credentials_never_reach_a_message_trace(self):
+        from msrp_twisted.tracing import _redact
+
+        head = (b"MSRP t1234 AUTH\r\nTo-Path: msrp://r:2855;tcp\r\nFrom-Path: msrp://a:2855/s;tcp\r\n"
+                b'authorization: Digest username="alice", response="0123abcd"\r\n'
+                b'Authentication-Info: rspauth="99ff"\r\nExpires: 900\r\n')
+        out = _redact(head)
+        self.assertNotIn(b"0123abcd", out)
+        self.assertNotIn(b"99ff", out)
+        self.assertIn(b"authorization: <redacted>\r\n", out)
+        self.assertIn(b"Expires: 900\r\n", out)
+        self.assertIn(b"To-Path: msrp://r:2855;tcp\r\n", out)
