@@ -36,7 +36,7 @@ from .core.ids import is_valid_ident, new_message_id
 from .core.message import ABORTED, COMPLETE, CONTINUED
 from .core.uri import format_path
 from .protocol import IBodySink, IWritabilityObserver
-from .transactions import IRequestHandler, TransactionError, TransactionTimeout
+from .transactions import IRequestHandler, TransactionError, TransactionTimeout, reason_phrase
 
 log = Logger()
 
@@ -1292,7 +1292,7 @@ class ChunkReceiver:
         self.stats["chunks_refused"] += 1
         log.info("refused chunk {tid} of {mid}: {code} {reason}", tid=request.tid,
                  mid=request.message_id, code=error.code, reason=error.reason)
-        self.tm.send_reply(conn, request, error.code, _comment(error.reason))
+        self.tm.send_reply(conn, request, error.code, reason_phrase(error.reason))
 
     def _chunk_received(self, conn, request, entry, state):
         self.stats["chunks_received"] += 1
@@ -1329,7 +1329,7 @@ class ChunkReceiver:
     def _timed_out(self, entry, error):
         if entry.failure_report in ("yes", "partial") and entry.last_request is not None:
             self._report(entry.last_request, entry.conn, error.code,
-                         byte_range=entry.report_byte_range, comment=_comment(error.reason))
+                         byte_range=entry.report_byte_range, comment=reason_phrase(error.reason))
         self._failed(entry, error)
 
     def _failed(self, entry, error):
@@ -1338,10 +1338,6 @@ class ChunkReceiver:
                 self.message_failed(entry, error)
             except Exception:
                 log.failure("message_failed callback failed for {mid}", mid=entry.message_id)
-
-
-def _comment(text):
-    return " ".join(str(text).split())[:200]
 
 
 __all__ = [

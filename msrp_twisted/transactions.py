@@ -183,7 +183,7 @@ class TransactionManager:
         self.stats["refused_400"] += 1
         to = from_raw if error.method not in (None, "SEND") else _first_uri(from_raw)
         self._write_response(conn, Response(
-            error.tid, error.code, _comment(error.reason),
+            error.tid, error.code, reason_phrase(error.reason),
             [("To-Path", to), ("From-Path", _first_uri(to_raw))]))
 
     def connection_lost(self, conn, reason):
@@ -230,7 +230,7 @@ class TransactionManager:
         key = "refused_%d" % code
         if key in self.stats:
             self.stats[key] += 1
-        self.send_reply(conn, request, code, _comment(reason) if code == 400 else None)
+        self.send_reply(conn, request, code, reason_phrase(reason) if code == 400 else None)
 
     # -- responses -------------------------------------------------------
     def send_reply(self, conn, request, code, comment=None, headers=()):
@@ -646,7 +646,7 @@ def _expects_no_200(request):
         return False
 
 
-def _comment(text):
+def reason_phrase(text):
     """A reason safe for a start line (no CR/LF, bounded)."""
     return " ".join(str(text).split())[:200]
 

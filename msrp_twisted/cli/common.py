@@ -116,3 +116,23 @@ def explain(failure):
     if isinstance(e, SSL.Error):
         return "TLS failed: %s" % (e,), EXIT_FAILED
     return "%s: %s" % (type(e).__name__, e), EXIT_FAILED
+
+
+def run_tool(prog, options, run):
+    """Run run(reactor, options) -> Deferred[exit code] under task.react,
+    turning any failure into one line on stderr and its exit code."""
+    from twisted.internet import task
+
+    def go(reactor):
+        def failed(f):
+            text, code = explain(f)
+            sys.stderr.write("%s: %s\n" % (prog, text))
+            return code
+
+        def exit_with(code):
+            if code:
+                raise SystemExit(code)
+
+        return run(reactor, options).addErrback(failed).addCallback(exit_with)
+
+    task.react(go)

@@ -10,12 +10,12 @@ import pathlib
 import re
 import sys
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.python import usage
 
 from ..connections import ListenerSpecError, parse_listener
 from ..core.ids import is_valid_session_id
-from .common import EXIT_OK, CommonOptions, explain, parse_args
+from .common import EXIT_OK, CommonOptions, explain, parse_args, run_tool
 
 PROG = "msrp-listen"
 _FILENAME_RE = re.compile(r'filename="?([^";]+)"?', re.I)
@@ -127,21 +127,7 @@ def run(reactor, options, out=sys.stdout, err=sys.stderr):
 
 def main(argv=None):
     options = parse_args(Options(), sys.argv[1:] if argv is None else argv, PROG)
-
-    def go(reactor):
-        def failed(f):
-            text, code = explain(f)
-            sys.stderr.write("%s: %s\n" % (PROG, text))
-            return code
-
-        return run(reactor, options).addErrback(failed).addCallback(_exit)
-
-    task.react(go)
-
-
-def _exit(code):
-    if code:
-        raise SystemExit(code)
+    run_tool(PROG, options, run)
 
 
 if __name__ == "__main__":

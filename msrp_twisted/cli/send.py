@@ -8,12 +8,12 @@ import os
 import pathlib
 import sys
 
-from twisted.internet import defer, task
+from twisted.internet import defer
 from twisted.python import usage
 
 from ..core.errors import URIError
 from ..core.uri import parse_path
-from .common import EXIT_OK, CommonOptions, explain, parse_args
+from .common import EXIT_OK, CommonOptions, parse_args, run_tool
 
 PROG = "msrp-send"
 
@@ -122,23 +122,7 @@ def run(reactor, options, out=sys.stdout, err=sys.stderr):
 
 def main(argv=None):
     options = parse_args(Options(), sys.argv[1:] if argv is None else argv, PROG)
-
-    def go(reactor):
-        d = run(reactor, options)
-
-        def failed(f):
-            text, code = explain(f)
-            sys.stderr.write("%s: %s\n" % (PROG, text))
-            return code
-
-        return d.addErrback(failed).addCallback(_exit)
-
-    task.react(go)
-
-
-def _exit(code):
-    if code:
-        raise SystemExit(code)
+    run_tool(PROG, options, run)
 
 
 if __name__ == "__main__":
