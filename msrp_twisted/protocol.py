@@ -61,6 +61,7 @@ connection that had an ACCEPTED/CONNECTED gets exactly one CLOSED.
 import itertools
 from dataclasses import dataclass
 
+from twisted.internet import tcp as _tcp
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IHandshakeListener, IPushProducer
 from twisted.internet.protocol import Protocol
@@ -190,6 +191,32 @@ def _cancel(timer):
         timer.cancel()
 
 
+class _WriteBatch:
+    """Frames written while received data is dispatched, held until the
+    outermost dataReceived returns.
+
+    A relayed SEND writes the forwarded frame to one connection and the 200
+    to another; many pipelined SENDs write many frames. Twisted would queue
+    each write and turn on the socket's write interest (an epoll_ctl), wait
+    a reactor turn for writability, send, and turn it off again (another
+    epoll_ctl). Held here, each connection gets one joined send() per read,
+    straight to the socket when nothing is queued in Twisted already.
+    """
+
+    def __init__(self):
+        self.depth = 0
+        self.dirty = []
+
+    def flush(self):
+        while self.dirty:
+            dirty, self.dirty = self.dirty, []
+            for conn in dirty:
+                conn._flush_out()
+
+
+_batch = _WriteBatch()
+
+
 @implementer(IHandshakeListener, IPushProducer)
 class MSRPProtocol(Protocol):
     """One MSRP connection, inbound or outbound, plain or TLS."""
@@ -241,6 +268,9 @@ class MSRPProtocol(Protocol):
         self._queue = []
         self._observers = []
         self._reading_paused = 0
+        self._out = []  # held by _batch until the read that wrote them ends
+        self._out_len = 0
+        self._socket = None  # plain TCP: the socket, for direct sends
 
     # -- description ---------------------------------------------------
     def __repr__(self):
@@ -274,6 +304,8 @@ class MSRPProtocol(Protocol):
         if inner is not None and self.settings.write_buffer_size:
             inner.bufferSize = self.settings.write_buffer_size
         t.registerProducer(self, True)
+        if isinstance(t, _tcp.Connection):
+            self._socket = t.socket
         self._event("ACCEPTED" if self.direction == "in" else "CONNECTED", True,
                     "%s %s" % ("accepted from" if self.direction == "in" else "connected to", self.peer))
         if self._closing:  # an observer refused it
@@ -343,11 +375,14 @@ class MSRPProtocol(Protocol):
         _cancel(self._send_timer)
         self._read_timer = self._idle_timer = self._send_timer = None
         t = self.transport
+        out, self._out, self._out_len = self._out, [], 0
         if t is None:
             return
         if abort:
             t.abortConnection()
             return
+        if out:
+            t.write(b"".join(out))
         # A registered producer keeps a TCP transport (and a TLS one) from
         # ever finishing loseConnection: unregister first.
         try:
@@ -369,6 +404,7 @@ class MSRPProtocol(Protocol):
         for timer in (self._read_timer, self._idle_timer, self._handshake_timer, self._send_timer):
             _cancel(timer)
         self._read_timer = self._idle_timer = self._handshake_timer = self._send_timer = None
+        self._out, self._out_len = [], 0
         was_ready = self.ready
         self.ready = False
         if self.close_reason is None:
@@ -410,6 +446,16 @@ class MSRPProtocol(Protocol):
     def dataReceived(self, data):
         if self._closing:
             return
+        batch = _batch
+        batch.depth += 1
+        try:
+            self._data_received(data)
+        finally:
+            batch.depth -= 1
+            if not batch.depth and batch.dirty:
+                batch.flush()
+
+    def _data_received(self, data):
         self.bytes_in += len(data)
         self.last_activity = self.reactor.seconds()
         framing_error = None
@@ -607,9 +653,45 @@ class MSRPProtocol(Protocol):
         return not self._closing and self.transport is not None
 
     def _write(self, data):
-        self.bytes_out += len(data)
+        n = len(data)
+        self.bytes_out += n
         self.last_activity = self.reactor.seconds()
-        self.transport.write(data)
+        if _batch.depth:
+            out = self._out
+            if not out:
+                _batch.dirty.append(self)
+            out.append(data)
+            self._out_len += n
+        else:
+            self._send_now(data)
+
+    def _flush_out(self):
+        out = self._out
+        if not out:
+            return
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self._out = []
+        self._out_len = 0
+        if self._can_write():
+            self._send_now(data)
+
+    def _send_now(self, data):
+        t = self.transport
+        sock = self._socket
+        if (sock is not None and t.connected and not t.disconnecting and not t._tempDataLen
+                and t.offset == len(t.dataBuffer)):
+            # Nothing queued in Twisted: try the socket first. What the
+            # kernel does not take (or an error, which Twisted's own write
+            # path then reports) goes through transport.write as usual.
+            try:
+                sent = sock.send(data)
+            except OSError:
+                sent = 0
+            if sent == len(data):
+                return
+            if sent:
+                data = data[sent:]
+        t.write(data)
 
     def send_message(self, message):
         """Serialize and write a complete message (queued behind a stream)."""
@@ -627,6 +709,20 @@ class MSRPProtocol(Protocol):
             self._queue.append(data)
         else:
             self._write(data)
+
+    def can_start_frame(self):
+        """True when start_frame would write a frame's head at once."""
+        return self.ready and self._stream is None and not self._closing and self.transport is not None
+
+    def start_frame(self, message):
+        """open_stream without the Deferred, for a connection where
+        can_start_frame() is true: returns the writer."""
+        data = serialize_head(message, True)
+        self.messages_out += 1
+        self._trace_out(data)
+        self._write(data)
+        self._stream = writer = _StreamWriter(self, message.tid)
+        return writer
 
     def open_stream(self, message):
         """Start a frame whose body is written later; returns a Deferred
@@ -706,7 +802,7 @@ class MSRPProtocol(Protocol):
         overhead of what was written since the last look, which can only
         make a peer that reads look stalled, never the other way round."""
         pending = _pending_write_bytes(self.transport)
-        return None if pending is None else self.bytes_out - pending
+        return None if pending is None else self.bytes_out - pending - self._out_len
 
     def _send_timed_out(self):
         self._send_timer = None

@@ -14,6 +14,7 @@ methods, 481 for unknown sessions; never a response to a REPORT.
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from .connections import SendError
@@ -66,14 +67,33 @@ class IRequestHandler(Interface):
 
 
 class _Transaction:
-    __slots__ = ("request", "conn", "deferred", "timer", "key")
+    """One pending request. Its outcome goes to a Deferred, or (on the
+    relay's hot path, where a Deferred per frame is measurable) to a pair
+    of plain callables. With the manager's default timeout it waits in the
+    manager's deadline queue; any other timeout gets its own timer."""
 
-    def __init__(self, request, conn, deferred, timer, key):
+    __slots__ = ("request", "conn", "deferred", "callbacks", "timer", "deadline", "key")
+
+    def __init__(self, request, conn, deferred, callbacks, key):
         self.request = request
         self.conn = conn
         self.deferred = deferred
-        self.timer = timer
+        self.callbacks = callbacks
+        self.timer = None
+        self.deadline = None
         self.key = key
+
+    def succeed(self, response):
+        if self.deferred is not None:
+            self.deferred.callback(response)
+        else:
+            self.callbacks[0](response)
+
+    def fail(self, error):
+        if self.deferred is not None:
+            self.deferred.errback(error)
+        else:
+            self.callbacks[1](Failure(error))
 
 
 @implementer(IBodySink)
@@ -115,6 +135,11 @@ class TransactionManager:
         self.timeout = timeout
         self._pending = {}
         self._by_conn = {}
+        # Transactions with the default timeout, oldest first: their
+        # deadlines are in insertion order, so one timer (for the oldest)
+        # serves them all instead of a callLater and a cancel per request.
+        self._deadlines = {}
+        self._sweep_timer = None
         self._handlers = []
         self._methods = set(KNOWN_METHODS)
         self.stats = dict.fromkeys(
@@ -193,10 +218,9 @@ class TransactionManager:
                 tx = self._pending.pop((conn.conn_id, tid), None)
                 if tx is None:
                     continue
-                if tx.timer.active():
-                    tx.timer.cancel()
+                self._untime(tx)
                 self.stats["transactions_failed"] += 1
-                tx.deferred.errback(TransactionConnectionLost(
+                tx.fail(TransactionConnectionLost(
                     "connection to %s lost: %s" % (conn.peer, reason), tid))
         for _, handler, _ in self._handlers:
             lost = getattr(handler, "connection_lost", None)
@@ -277,28 +301,66 @@ class TransactionManager:
         tids = self._by_conn.get(conn.conn_id)
         if tids is not None:
             tids.discard(response.tid)
-        if tx.timer.active():
-            tx.timer.cancel()
-        tx.deferred.callback(response)
+        self._untime(tx)
+        tx.succeed(response)
 
     # -- requests --------------------------------------------------------
-    def _track(self, conn, request, timeout):
+    def _track(self, conn, request, timeout, callbacks=None):
+        """Register a transaction; returns its Deferred, or None when the
+        outcome goes to callbacks (on_response, on_failure(Failure))."""
         key = (conn.conn_id, request.tid)
         if key in self._pending:
             raise SerializationError("transaction id %s already pending on %s" % (request.tid, conn.peer))
+        if callbacks is None:
+            def cancel(d):
+                tx = self._pending.pop(key, None)
+                if tx is not None:
+                    self._untime(tx)
+                    self._by_conn.get(key[0], set()).discard(key[1])
 
-        def cancel(d):
-            tx = self._pending.pop(key, None)
-            if tx is not None:
-                if tx.timer.active():
-                    tx.timer.cancel()
-                self._by_conn.get(key[0], set()).discard(key[1])
-
-        d = defer.Deferred(cancel)
-        timer = self.reactor.callLater(timeout if timeout is not None else self.timeout, self._timed_out, key)
-        self._pending[key] = _Transaction(request, conn, d, timer, key)
-        self._by_conn.setdefault(conn.conn_id, set()).add(request.tid)
+            d = defer.Deferred(cancel)
+        else:
+            d = None
+        tx = self._pending[key] = _Transaction(request, conn, d, callbacks, key)
+        if timeout is None or timeout == self.timeout:
+            tx.deadline = self.reactor.seconds() + self.timeout
+            self._deadlines[key] = tx
+            if self._sweep_timer is None:
+                self._sweep_timer = self.reactor.callLater(self.timeout, self._sweep)
+        else:
+            tx.timer = self.reactor.callLater(timeout, self._timed_out, key)
+        tids = self._by_conn.get(conn.conn_id)
+        if tids is None:
+            tids = self._by_conn[conn.conn_id] = set()
+        tids.add(request.tid)
         return d
+
+    def _untime(self, tx):
+        if tx.timer is not None:
+            if tx.timer.active():
+                tx.timer.cancel()
+        else:
+            deadlines = self._deadlines
+            deadlines.pop(tx.key, None)
+            if not deadlines and self._sweep_timer is not None:
+                # Nothing left to time out: leave no timer behind.
+                self._sweep_timer.cancel()
+                self._sweep_timer = None
+
+    def _sweep(self):
+        """Time out what is due in the deadline queue, then sleep until the
+        oldest remaining deadline."""
+        self._sweep_timer = None
+        deadlines = self._deadlines
+        now = self.reactor.seconds()
+        while deadlines:
+            key = next(iter(deadlines))
+            due = deadlines[key].deadline
+            if due > now:
+                self._sweep_timer = self.reactor.callLater(due - now, self._sweep)
+                return
+            del deadlines[key]
+            self._timed_out(key)
 
     def _timed_out(self, key):
         tx = self._pending.pop(key, None)
@@ -309,12 +371,12 @@ class TransactionManager:
             # Failure-Report: partial: the receiver never sends a 200, so
             # silence until the timeout means the request was accepted.
             self.stats["partial_completed"] += 1
-            tx.deferred.callback(None)
+            tx.succeed(None)
             return
         self.stats["transactions_timed_out"] += 1
         log.info("transaction {tid} ({method}) to {peer} timed out",
                  tid=key[1], method=tx.request.method, peer=tx.conn.peer)
-        tx.deferred.errback(TransactionTimeout(
+        tx.fail(TransactionTimeout(
             "no response to %s %s from %s" % (tx.request.method, key[1], tx.conn.peer), key[1]))
 
     def new_tid(self, conn=None, body=None):
@@ -477,13 +539,19 @@ class TransactionManager:
             return defer.fail(e)
         return self._send(fwd, data, None, next_hop, conn, tls, timeout)
 
-    def forward_stream(self, source, request, conn=None, tls=None, timeout=None, hops=1):
+    def forward_stream(self, source, request, conn=None, tls=None, timeout=None, hops=1, callbacks=None):
         """Forward a request whose body is still arriving on source.
 
         Returns (sink, response_deferred). The sink goes back to the
         connection as head_received's result; it passes body data through as
         it arrives and pauses the source while the destination is not
         writable (or not connected yet).
+
+        callbacks=(on_response, on_failure) takes the outcome instead of a
+        Deferred (then None is returned in its place): on_response(Response
+        or None), on_failure(Failure). With a destination connection that
+        can start a frame now, this is the relay's hot path and runs
+        without any Deferred.
         """
         try:
             headers = self.forward_headers(request, hops)
@@ -491,8 +559,27 @@ class TransactionManager:
         except (SerializationError, IndexError):
             # As forward_request: a failed result, not an exception out of
             # the caller's head_received (which would close the source).
-            return DISCARD, defer.fail(SendError("no next hop in To-Path"))
+            error = SendError("no next hop in To-Path")
+            if callbacks is not None:
+                callbacks[1](Failure(error))
+                return DISCARD, None
+            return DISCARD, defer.fail(error)
         fwd = Request(self.new_tid(conn), request.method, headers, None, request.flag)
+        if callbacks is not None and conn is not None and conn.can_start_frame():
+            try:
+                tracked = self.needs_transaction(fwd)
+                writer = conn.start_frame(fwd)
+            except SerializationError as e:
+                callbacks[1](Failure(e))
+                return DISCARD, None
+            if tracked:
+                self._track(conn, fwd, timeout, callbacks)
+            self.stats["requests_sent"] += 1
+            sink = _ForwardingSink(source)
+            sink.attach(conn, writer)
+            if not tracked:
+                callbacks[0](None)
+            return sink, None
         sink = _ForwardingSink(source)
         result = defer.Deferred()
         if conn is not None:
@@ -517,6 +604,9 @@ class TransactionManager:
         d.addCallback(connected).addCallbacks(chain, failed)
         if sink.writer is None and not sink.failed:
             sink.pause_producing()  # still connecting: hold the source
+        if callbacks is not None:
+            result.addCallbacks(callbacks[0], callbacks[1])
+            return sink, None
         return sink, result
 
     def forward_reply(self, conn, request, response):

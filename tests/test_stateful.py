@@ -54,6 +54,7 @@ class Tx:
         self.partial = partial
         self.deferred = deferred
         self.out = out  # what the Deferred fired with, appended by addBoth
+        self.default_timeout = False  # queued on the manager's shared timer
         self.expected = None  # (kind, detail) once finished
 
     @property
@@ -123,6 +124,7 @@ class TransactionMachine(RuleBasedStateMachine):
         assert out == [], out
         deadline = self.clock.seconds() + (TIMEOUT if timeout is None else timeout)
         tx = Tx(wire, request, deadline, kind == "partial", deferred, out)
+        tx.default_timeout = timeout is None or timeout == TIMEOUT
         self.pending[tx.key] = tx
 
     @precondition(lambda self: self.pending)
@@ -214,11 +216,21 @@ class TransactionMachine(RuleBasedStateMachine):
 
     @invariant()
     def timers_match_the_model(self):
-        """No delayed call leaks: one live timer per pending transaction, due
-        at its deadline, and nothing else on the clock."""
-        calls = self.clock.getDelayedCalls()
-        assert all(c.active() for c in calls)
-        assert sorted(c.getTime() for c in calls) == sorted(tx.deadline for tx in self.pending.values())
+        """No delayed call leaks. A transaction with its own timeout has a
+        timer due at its deadline; those with the manager's default share
+        one timer, due no later than the earliest of their deadlines, and
+        present only while there is one. Nothing else is on the clock."""
+        calls = sorted(c.getTime() for c in self.clock.getDelayedCalls())
+        assert all(c.active() for c in self.clock.getDelayedCalls())
+        own = sorted(tx.deadline for tx in self.pending.values() if not tx.default_timeout)
+        shared = [tx.deadline for tx in self.pending.values() if tx.default_timeout]
+        for t in own:
+            assert t in calls, (t, calls)
+            calls.remove(t)
+        if shared:
+            assert len(calls) == 1 and calls[0] <= min(shared), (calls, shared)
+        else:
+            assert calls == [], calls
 
     @invariant()
     def each_transaction_finished_once_as_expected(self):

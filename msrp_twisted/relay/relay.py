@@ -85,9 +85,10 @@ class Relay:
         except _Refusal as r:
             self._refuse(conn, request, r)
             return DISCARD
-        sink, result = self.tm.forward_stream(conn, request, conn=dest, tls=self.tls, hops=hops)
-        chunk = _RelayedChunk(self, conn, request, sink)
-        result.addCallbacks(chunk.downstream_response, chunk.downstream_failure)
+        chunk = _RelayedChunk(self, conn, request, DISCARD)
+        chunk.sink, _ = self.tm.forward_stream(
+            conn, request, conn=dest, tls=self.tls, hops=hops,
+            callbacks=(chunk.downstream_response, chunk.downstream_failure))
         return chunk
 
     def request_received(self, conn, request):
