@@ -272,12 +272,18 @@ class TransactionManager:
             failure_report = "yes"
         if failure_report == "no" or (failure_report == "partial" and code // 100 == 2):
             return False
-        from_raw = request.headers["From-Path"]
+        rh = request.headers
+        from_raw = rh["From-Path"]
         to = _first_uri(from_raw) if request.method == "SEND" else from_raw
-        items = [("To-Path", to), ("From-Path", _first_uri(request.headers["To-Path"]))]
-        items.extend(headers)
+        items = [("To-Path", to), ("From-Path", _first_uri(rh["To-Path"]))]
+        if not headers and rh.validated:
+            # URIs cut out of parsed paths: as well formed as those.
+            reply_headers = Headers._trusted(items, {"to-path": 0, "from-path": 1})
+        else:
+            items.extend(headers)
+            reply_headers = Headers(items)
         return self._write_response(conn, Response(
-            request.tid, code, comment if comment is not None else REASONS.get(code), items))
+            request.tid, code, comment if comment is not None else REASONS.get(code), reply_headers))
 
     def _write_response(self, conn, response):
         try:
@@ -514,15 +520,14 @@ class TransactionManager:
         moved = to_parts[hops - 1::-1] if hops > 1 else to_parts[:1]
         items = [("To-Path", " ".join(to_parts[hops:])),
                  ("From-Path", " ".join(moved) + " " + h["From-Path"])]
-        items.extend(list(h)[2:])
         if not getattr(h, "validated", False):
+            items.extend(list(h)[2:])
             return Headers(items)
         # Rearranged parsed text only (paths split on white space), so the
-        # result is as well formed as the headers it came from.
-        index = {}
-        for i, (name, _) in enumerate(items):
-            index.setdefault(name.lower(), i)
-        return Headers._trusted(items, index)
+        # result is as well formed as the headers it came from, and every
+        # header keeps its position.
+        items.extend(h._items[2:])
+        return Headers._trusted(items, dict(h._index))
 
     def forward_request(self, request, conn=None, tls=None, timeout=None, hops=1):
         """Forward a complete request to the next hop with a new transaction id."""

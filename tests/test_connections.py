@@ -649,6 +649,49 @@ class BackpressureTests(TestCase):
         self.assertIn("idle for", server_conn.close_reason)
         self.assertLess(reactor.seconds() - start, 1.5)
 
+    @defer.inlineCallbacks
+    def test_frames_written_during_a_read_survive_a_full_socket(self):
+        """Frames held during a read go to the socket directly; what the
+        kernel does not take queues in Twisted behind it, in order."""
+        server = self.net.manager()
+        client = self.net.manager(TransportSettings(send_timeout=0))
+        _, conn, server_conn = yield listen_and_connect(client, server)
+        server_conn.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 32768)
+        conn.pause_reading()
+        bodies = [bytes([65 + i]) * 65536 for i in range(24)]
+
+        class Burst:
+            def connection_made(self, c):
+                pass
+
+            def head_received(self, c, message):
+                return None
+
+            def message_received(self, c, message):
+                for i, body in enumerate(bodies):
+                    c.send_message(request("tidburst%02d" % i, body))
+
+            def connection_lost(self, c, reason):
+                pass
+
+        server_conn.handler = Burst()
+        conn.send_message(request("tidtrigger", b"go"))
+        for _ in range(200):
+            if server_conn.messages_out:
+                break
+            yield reactor_turn()
+        self.assertEqual(server_conn.messages_out, len(bodies))
+        # The kernel took part of the burst; the rest waits in Twisted.
+        self.assertGreater(server_conn.transport.offset + len(server_conn.transport.dataBuffer)
+                           + server_conn.transport._tempDataLen, 0)
+        conn.resume_reading()
+        got = client.handler.messages
+        while len(got) < len(bodies) and not conn.closed:
+            yield client.handler.next_message()
+        self.assertEqual((server_conn.close_reason, conn.close_reason), (None, None))
+        self.assertEqual([m.tid for _, m in got], ["tidburst%02d" % i for i in range(len(bodies))])
+        self.assertEqual([m.body for _, m in got], bodies)
+
 
 class WritabilityRecorder:
     writable = True

@@ -620,3 +620,108 @@ class EventTests(SynchronousTestCase):
         lose(conn, ConnectionLost("reset"))
         self.assertEqual(len(handler.lost), 1)
         self.assertIn("reset", handler.lost[0][1])
+
+
+class CountingTransport(StringTransport):
+    """A StringTransport that counts write() calls."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.writes = 0
+
+    def write(self, data):
+        self.writes += 1
+        super().write(data)
+
+
+class Replier(RecordingHandler):
+    """Answers every complete request with frames on given connections."""
+
+    def __init__(self, targets):
+        super().__init__()
+        self.targets = targets
+
+    def message_received(self, conn, message):
+        super().message_received(conn, message)
+        if message.is_request:
+            for target in self.targets or [conn]:
+                target.send_bytes(response_bytes(message.tid))
+
+
+class WriteBatchTests(SynchronousTestCase):
+    """Frames written while a read is dispatched leave in one write per
+    connection, after the read, in order."""
+
+    def connection(self, handler):
+        conn, _, _, _, _ = unit_connection(handler=handler)
+        transport = CountingTransport(hostAddress=conn.transport.getHost(), peerAddress=conn.transport.getPeer())
+        conn.transport = transport
+        return conn, transport
+
+    def test_pipelined_requests_answered_in_one_write(self):
+        handler = Replier([])
+        conn, transport = self.connection(handler)
+        tids = ["tidbat%02d" % i for i in range(20)]
+        conn.dataReceived(b"".join(request_bytes(t, b"x") for t in tids))
+        self.assertEqual(transport.writes, 1)
+        out = MessageAssembler().feed(transport.value())
+        self.assertEqual([m.tid for m in out], tids)
+        self.assertEqual(conn.bytes_out, len(transport.value()))
+
+    def test_writes_to_other_connections_leave_when_the_read_ends(self):
+        other, other_transport = self.connection(RecordingHandler())
+        seen_during_read = []
+
+        class Forwarder(RecordingHandler):
+            def message_received(self, conn, message):
+                other.send_bytes(response_bytes(message.tid))
+                seen_during_read.append(other_transport.value())
+
+        conn, _ = self.connection(Forwarder())
+        conn.dataReceived(request_bytes("tidfwd01", b"a") + request_bytes("tidfwd02", b"b"))
+        self.assertEqual(seen_during_read, [b"", b""])
+        self.assertEqual(other_transport.writes, 1)
+        self.assertEqual([m.tid for m in MessageAssembler().feed(other_transport.value())],
+                         ["tidfwd01", "tidfwd02"])
+
+    def test_writes_outside_a_read_go_out_at_once(self):
+        conn, transport = self.connection(RecordingHandler())
+        conn.send_bytes(response_bytes("tidnow01"))
+        self.assertEqual(transport.value(), response_bytes("tidnow01"))
+        conn.send_bytes(response_bytes("tidnow02"))
+        self.assertEqual(transport.writes, 2)
+
+    def test_graceful_close_during_a_read_flushes_what_was_written(self):
+        class CloseAfterReply(RecordingHandler):
+            def message_received(self, conn, message):
+                conn.send_bytes(response_bytes(message.tid))
+                conn.close("done", abort=False)
+
+        conn, transport = self.connection(CloseAfterReply())
+        conn.dataReceived(request_bytes("tidclo01", b"x"))
+        self.assertEqual(transport.value(), response_bytes("tidclo01"))
+        self.assertTrue(transport.disconnecting)
+
+    def test_abort_during_a_read_drops_what_was_written(self):
+        class AbortAfterReply(RecordingHandler):
+            def message_received(self, conn, message):
+                conn.send_bytes(response_bytes(message.tid))
+                conn.close("bad peer")
+
+        conn, transport = self.connection(AbortAfterReply())
+        conn.dataReceived(request_bytes("tidabo01", b"x"))
+        self.assertEqual(transport.value(), b"")
+        self.assertTrue(transport.disconnected)
+
+    def test_handler_failure_still_flushes_other_connections(self):
+        other, other_transport = self.connection(RecordingHandler())
+
+        class WritesThenFails(RecordingHandler):
+            def message_received(self, conn, message):
+                other.send_bytes(response_bytes(message.tid))
+                raise RuntimeError("handler bug")
+
+        conn, _ = self.connection(WritesThenFails())
+        conn.dataReceived(request_bytes("tidfai01", b"x"))
+        self.flushLoggedErrors(RuntimeError)
+        self.assertEqual(other_transport.value(), response_bytes("tidfai01"))

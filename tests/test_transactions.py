@@ -446,6 +446,39 @@ class TimeoutTests(SynchronousTestCase):
         self.assertEqual(node.tm.stats["transactions_timed_out"], 1)
         self.assertEqual(node.clock.getDelayedCalls(), [])
 
+    def test_default_timeouts_share_one_timer_and_keep_their_deadlines(self):
+        node = Node()
+        wire = node.wire()
+        ds = []
+        for _ in range(3):
+            ds.append(node.tm.send_request(conn=wire.conn, **send()))
+            node.clock.advance(1)
+        first, second, third = wire.received()
+        self.assertEqual(len(node.clock.getDelayedCalls()), 1)
+        wire.respond(first, 200)
+        self.assertEqual(self.successResultOf(ds[0]).code, 200)
+        node.clock.advance(27.999)  # t = 30.999: the second is due at 31
+        self.assertNoResult(ds[1])
+        node.clock.advance(0.001)
+        self.failureResultOf(ds[1], TransactionTimeout)
+        self.assertNoResult(ds[2])
+        self.assertEqual(pending_timers(node.clock), [1.0])
+        node.clock.advance(1)
+        self.failureResultOf(ds[2], TransactionTimeout)
+        self.assertEqual(node.clock.getDelayedCalls(), [])
+
+    def test_last_answer_leaves_no_timer(self):
+        node = Node()
+        wire = node.wire()
+        d1 = node.tm.send_request(conn=wire.conn, **send())
+        d2 = node.tm.send_request(conn=wire.conn, timeout=5, **send())
+        r1, r2 = wire.received()
+        wire.respond(r2, 200)
+        wire.respond(r1, 200)
+        self.successResultOf(d1)
+        self.successResultOf(d2)
+        self.assertEqual(node.clock.getDelayedCalls(), [])
+
     def test_configured_timeout(self):
         node = Node(timeout=5)
         wire = node.wire()
@@ -988,6 +1021,19 @@ class Forwarder:
         self.results.append(results(self.tm.forward_request(request, conn=self.dest, hops=self.hops)))
 
 
+class CallbackForwarder(Forwarder):
+    """The same, with the outcome as plain callbacks (the relay's hot path)."""
+
+    def head_received(self, conn, request):
+        out = []
+        sink, result = self.tm.forward_stream(conn, request, conn=self.dest, hops=self.hops,
+                                              callbacks=(out.append, out.append))
+        assert result is None, result
+        self.sinks.append(sink)
+        self.results.append(out)
+        return sink
+
+
 class ForwardRequestTests(SynchronousTestCase):
     def setUp(self):
         self.node = Node(uri=R)
@@ -1065,8 +1111,10 @@ class ForwardStreamTests(SynchronousTestCase):
                                    self.body, "+")
         self.head_len = self.frame.index(b"\r\n\r\n") + 4
 
+    forwarder = Forwarder
+
     def forward_to(self, dest_conn, hops=1):
-        handler = Forwarder(self.tm, dest_conn, hops)
+        handler = self.forwarder(self.tm, dest_conn, hops)
         self.tm.add_handler(handler)
         return handler
 
@@ -1199,6 +1247,54 @@ class ForwardStreamTests(SynchronousTestCase):
         self.assertEqual(self.source.transport.producerState, "producing")
         [[failure]] = handler.results
         self.assertTrue(failure.check(TransactionConnectionLost))
+
+
+class ForwardStreamCallbackTests(ForwardStreamTests):
+    """Every forward_stream test again, outcomes through callbacks."""
+
+    forwarder = CallbackForwarder
+
+    def test_no_next_hop(self):
+        out = []
+        sink, result = self.tm.forward_stream(self.source.conn, Request(
+            "t12345", "SEND", [("To-Path", R), ("From-Path", A), ("Message-ID", "m1")] + TEXT),
+            callbacks=(out.append, out.append))
+        self.assertIsNone(result)
+        [failure] = out
+        self.assertTrue(failure.check(SendError))
+        verifyObject(IBodySink, sink)
+        sink.body_data(b"x")
+        sink.body_end("$")
+        self.assertEqual(self.tm.pending_count, 0)
+
+    def test_ready_destination_needs_no_deferred(self):
+        """The hot path: the forwarded head is written before forward_stream
+        returns and the outcome arrives without any Deferred."""
+        dest = self.node.wire("out")
+        created = []
+        real = Deferred.__init__
+
+        def counting(d, *a, **kw):
+            created.append(d)
+            real(d, *a, **kw)
+
+        self.patch(Deferred, "__init__", counting)
+        handler = self.forward_to(dest.conn)
+        self.source.feed(self.frame)
+        [relayed] = MessageAssembler(Parser(max_body=0)).feed(dest.transport.value())
+        dest.respond(relayed, 200)
+        self.assertEqual(created, [])
+        [[response]] = handler.results
+        self.assertEqual(response.code, 200)
+
+    def test_timeout_reaches_the_failure_callback(self):
+        dest = self.node.wire("out")
+        handler = self.forward_to(dest.conn)
+        self.source.feed(self.frame)
+        self.clock.advance(DEFAULT_TIMEOUT)
+        [[failure]] = handler.results
+        self.assertTrue(failure.check(TransactionTimeout))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
 
 class ForwardReplyTests(SynchronousTestCase):

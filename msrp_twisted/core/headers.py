@@ -28,9 +28,10 @@ class Headers:
     def __init__(self, items=()):
         self._items = []
         self._index = {}
-        # True only while every pair is known to be well formed (built by
-        # the parser, or derived from such headers without new text): the
-        # serializer then need not check each one again.
+        # True only while every pair is known to be well formed and no
+        # singleton header is repeated (built by the parser, or derived from
+        # such headers without new text): the serializer then need not
+        # check each one again.
         self.validated = False
         for name, value in items:
             self.add(name, value)

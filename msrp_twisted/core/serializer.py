@@ -41,12 +41,22 @@ def head(message, has_body=None):
     if has_body is None:
         has_body = message.body is not None
     headers = message.headers
-    names = [n.lower() for n, _ in headers]
-    if names[:2] != ["to-path", "from-path"]:
-        raise SerializationError("To-Path and From-Path must be the first two headers")
-    for key in SINGLETON_HEADERS:
-        if names.count(key) > 1:
-            raise SerializationError("duplicate %s header" % key)
+    validated = getattr(headers, "validated", False)
+    if validated:
+        # Built by the parser (or rearranged from what it built), which
+        # refused duplicates of the singleton headers: only the order and
+        # the presence checks below can still differ, and the index answers
+        # those without a pass over the names.
+        names = headers._index
+        if names.get("to-path") != 0 or names.get("from-path") != 1:
+            raise SerializationError("To-Path and From-Path must be the first two headers")
+    else:
+        names = [n.lower() for n, _ in headers]
+        if names[:2] != ["to-path", "from-path"]:
+            raise SerializationError("To-Path and From-Path must be the first two headers")
+        for key in SINGLETON_HEADERS:
+            if names.count(key) > 1:
+                raise SerializationError("duplicate %s header" % key)
     if message.is_request and message.method != "AUTH" and "message-id" not in names:
         raise SerializationError("a %s request needs a Message-ID" % message.method)
     if has_body:
@@ -55,7 +65,7 @@ def head(message, has_body=None):
         if "content-type" not in names:
             raise SerializationError("a body needs a Content-Type header")
     parts = [start]
-    if getattr(headers, "validated", False):
+    if validated:
         parts.extend(["%s: %s\r\n" % item for item in headers])
     else:
         try:
