@@ -4,8 +4,10 @@
 # defaults apply: a relay on msrp:127.0.0.1:2855, management on tcp:127.0.0.1:2856.
 from twisted.application import service
 
+from msrp_twisted.allocator import tune_malloc
 from msrp_twisted.service import MSRPService
 from msrp_twisted.tap import config_from_environment
 
+tune_malloc()
 application = service.Application("msrp")
 MSRPService(config_from_environment()).setServiceParent(application)

@@ -58,8 +58,10 @@ class Options(usage.Options):
 
 
 def makeService(options):
+    from .allocator import tune_malloc
     from .service import MSRPService
 
+    tune_malloc()  # this process is ours: keep relay buffers' pages (see allocator)
     return MSRPService(options.config)
 
 
