@@ -268,7 +268,16 @@ class Parser:
         self._invalid = error
         if error is None:
             events.append(MessageStart(message))
-        self._scan = b + 4
+        # The search above already went over the body: j is the first
+        # end-line candidate after the head, or there is none before the
+        # last ln - 1 bytes. Resume from there instead of scanning the
+        # body twice.
+        if j >= b + 4:
+            self._scan = j
+        elif j < 0:
+            self._scan = max(b + 4, n - ln + 1)
+        else:
+            self._scan = b + 4
         return b + 4
 
     def _check_head_size(self, n, eol, ln):
