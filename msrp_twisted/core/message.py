@@ -59,13 +59,21 @@ class Message:
         return parse_path(value)
 
     # -- paths ---------------------------------------------------------
+    # The accessors a relay reads for every frame look in the cache first,
+    # without building the parse closure.
     @property
     def to_path(self):
         """Tuple of MSRPURI; raises URIError for a malformed path."""
+        typed = self._typed
+        if typed is not None and "to-path" in typed:
+            return typed["to-path"]
         return self._cached("to-path", lambda: self._path("To-Path"))
 
     @property
     def from_path(self):
+        typed = self._typed
+        if typed is not None and "from-path" in typed:
+            return typed["from-path"]
         return self._cached("from-path", lambda: self._path("From-Path"))
 
     @property
@@ -122,6 +130,10 @@ class Message:
     @property
     def failure_report(self):
         """'yes', 'no' or 'partial'; absent means 'yes' (RFC 4975 section 7.1)."""
+        typed = self._typed
+        if typed is not None and "failure-report" in typed:
+            return typed["failure-report"]
+
         def parse():
             v = self.headers.get("Failure-Report")
             if v is None:

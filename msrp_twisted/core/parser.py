@@ -315,16 +315,19 @@ class Parser:
             return None, MessageError("bare CR or LF in the header block", tid_s, method, is_request)
         items = []
         index = {}
+        known = _KNOWN_NAMES
         for line in lines:
-            if line[:1] in (" ", "\t"):
-                return None, MessageError(
-                    "header folding is not allowed (%r)" % (line[:80],),
-                    tid_s, method, is_request, headers=items)
             name, sep, value = line.partition(":")
-            if not sep:
-                return None, MessageError("malformed header line %r" % (line[:80],), tid_s, method, is_request, headers=items)
-            key = _KNOWN_NAMES.get(name)
+            key = known.get(name) if sep else None
             if key is None:
+                # Not one of the usual names (which start with a letter and
+                # have their colon): the full checks, in their order.
+                if line[:1] in (" ", "\t"):
+                    return None, MessageError(
+                        "header folding is not allowed (%r)" % (line[:80],),
+                        tid_s, method, is_request, headers=items)
+                if not sep:
+                    return None, MessageError("malformed header line %r" % (line[:80],), tid_s, method, is_request, headers=items)
                 if _HEADER_NAME_RE.match(name) is None:
                     reason = "invalid header name %r" % (name[:80],)
                     return None, MessageError(reason, tid_s, method, is_request, headers=items)
