@@ -413,7 +413,13 @@ class Parser:
                 return f + 3
             j = buf.find(needle, j + 1)
         # Everything except a possible partial end-line at the end is body.
-        safe = n - (ln - 1)
+        # Such a remainder starts with the end-line's CR; most reads end
+        # without one, leave nothing buffered, and the next read is parsed
+        # in place instead of being appended to the leftover.
+        k = buf.find(b"\r", max(pos, n - (ln - 1)))
+        while k >= 0 and not needle.startswith(buf[k:n]):
+            k = buf.find(b"\r", k + 1)
+        safe = n if k < 0 else k
         if safe > pos:
             self._emit_body(buf, pos, safe, events)
             self._scan = safe
