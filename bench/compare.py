@@ -58,6 +58,10 @@ CASES = {
     # Not in "all": the largest SENDs Kamailio can relay (frames < 11,238 bytes).
     "small10k-w100": {"title": "10,000-byte SENDs, window 100", "bulk": False, "size": 10000, "window": 100,
                       "other": "kamailio", "metric": "tps", "target": None, "optional": True},
+    # Not in "all": the ceiling of any relay on Twisted at window 1. The
+    # forwarder does no MSRP work at all (B's 200 travels back through it).
+    "small-w1-fwd": {"title": "100-byte SENDs, window 1 (vs forwarder)", "bulk": False, "size": 100, "window": 1,
+                     "other": "forwarder", "metric": "tps", "target": None, "optional": True},
 }
 
 

@@ -15,6 +15,7 @@ from .headers import (
     parse_report,
     parse_status,
 )
+from .uri import parse_path as _parse_path
 
 # Continuation flags (RFC 4975 section 7.1).
 COMPLETE = "$"
@@ -54,9 +55,7 @@ class Message:
         value = self.headers.get(name)
         if value is None:
             return ()
-        from .uri import parse_path
-
-        return parse_path(value)
+        return _parse_path(value)
 
     # -- paths ---------------------------------------------------------
     # The accessors a relay reads for every frame look in the cache first,
