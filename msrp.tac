@@ -5,9 +5,9 @@
 from twisted.application import service
 
 from msrp_twisted.allocator import tune_malloc
-from msrp_twisted.service import MSRPService
-from msrp_twisted.tap import config_from_environment
+from msrp_twisted.tap import config_from_environment, make_service
 
 tune_malloc()
 application = service.Application("msrp")
-MSRPService(config_from_environment()).setServiceParent(application)
+# One relay process, or with workers > 1 the parent of that many.
+make_service(config_from_environment()).setServiceParent(application)

@@ -116,6 +116,9 @@ OPTIONS = {
     "max_connections_per_ip": (0, _int(0, 1000000), "simultaneous accepted connections from one address; 0 = no cap"),
     "max_sessions_per_user": (0, _int(0, 1000000),
                               "relay sessions one user may hold at once (more AUTHs: 403); 0 = no cap"),
+    "workers": (1, _int(1, 64),
+                "relay processes sharing the listeners (1 = one process does everything; "
+                "see docs/scaling.md)"),
 }
 
 
@@ -156,6 +159,7 @@ class MSRPConfig:
     auth_block_time: float = 300.0
     max_connections_per_ip: int = 0
     max_sessions_per_user: int = 0
+    workers: int = 1
 
     @classmethod
     def from_mapping(cls, values, source="configuration"):
@@ -191,6 +195,10 @@ class MSRPConfig:
         if not self.auth_min_expires <= self.auth_expires <= self.auth_max_expires:
             raise ConfigError("--auth-expires: %d is outside --auth-min-expires..--auth-max-expires (%d..%d)"
                               % (self.auth_expires, self.auth_min_expires, self.auth_max_expires))
+        if self.workers > 1 and 0 < self.max_connections_per_ip < self.workers - 1:
+            raise ConfigError("--max-connections-per-ip: %d is too small for --workers %d: each worker "
+                              "accepts one connection from each of the other %d on 127.0.0.1"
+                              % (self.max_connections_per_ip, self.workers, self.workers - 1))
         if self.trace_destination:
             from .tracing import parse_trace_destination
 

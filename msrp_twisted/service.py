@@ -28,11 +28,15 @@ class StartupError(Exception):
 class MSRPService(service.Service):
     name = "msrp"
 
-    def __init__(self, config=None, reactor=None):
+    def __init__(self, config=None, reactor=None, worker=None):
         if reactor is None:
             from twisted.internet import reactor
         self.reactor = reactor
         self.config = config if config is not None else MSRPConfig()
+        # workers.WorkerContext when this is one of --workers N
+        # processes (started by workers.WorkerPool), else None.
+        self.worker = worker
+        self.siblings = None
         self.connections = None
         self.transactions = None
         self.relay = None
@@ -83,6 +87,11 @@ class MSRPService(service.Service):
                 connection_filter=load_filter(c.trace_filter) if c.trace_filter else None,
                 trace_messages=bool(c.trace_messages), max_body=c.trace_max_body)
             observers.append(self.tracer)
+        if self.worker is not None:
+            from .relay.siblings import Siblings
+
+            self.siblings = Siblings(self.worker.index, self.worker.count, self.reactor)
+            observers.append(self.siblings)
         self.connections = ConnectionManager(settings=settings, reactor=self.reactor, tls=tls,
                                              observers=observers)
         self.connections.tracer = self.tracer
@@ -105,7 +114,8 @@ class MSRPService(service.Service):
 
         throttle = AuthThrottle(self.reactor, c.auth_max_failures, c.auth_failure_window, c.auth_block_time)
         self.relay = Relay(self.transactions, [], authenticator, policy, reactor=self.reactor, tls=tls,
-                           throttle=throttle, max_sessions_per_user=c.max_sessions_per_user)
+                           throttle=throttle, max_sessions_per_user=c.max_sessions_per_user,
+                           siblings=self.siblings)
 
     # -- lifecycle -----------------------------------------------------------
     def startService(self):
@@ -136,12 +146,19 @@ class MSRPService(service.Service):
     @defer.inlineCallbacks
     def start(self):
         """Build and listen; fails with StartupError naming what is wrong."""
-        self._build()
         c = self.config
-        for spec_text in c.listen:
+        if c.workers > 1 and self.worker is None:
+            raise StartupError("--workers %d: this service is one process; build it with "
+                               "msrp_twisted.tap.make_service(config) (as `twistd msrp` does) "
+                               "to run several" % c.workers)
+        self._build()
+        for position, spec_text in enumerate(c.listen):
             spec = parse_listener(spec_text)
             try:
-                port = yield self.connections.listen(spec)
+                if self.worker is not None:
+                    port = self.worker.adopt(self.connections, position, spec)
+                else:
+                    port = yield self.connections.listen(spec)
             except Exception as e:
                 self._abandon()
                 raise StartupError("--listen: %s" % e) from None
@@ -150,6 +167,13 @@ class MSRPService(service.Service):
                 self.relay.add_uri("%s://%s:%d;tcp" % (spec.scheme, host, port.getHost().port))
         for uri in c.relay_uri:
             self.relay.add_uri(uri)
+        if self.siblings is not None:
+            try:
+                yield self.siblings.start(self.connections, self.transactions, self.relay)
+            except Exception as e:
+                self._abandon()
+                raise StartupError("worker %d: no private port for its siblings: %s"
+                                   % (self.worker.index, e)) from None
         if c.mi and c.mi.lower() != "none":
             try:
                 self.mi_port = yield serverFromString(self.reactor, c.mi).listen(ManagementFactory(self))
@@ -175,6 +199,8 @@ class MSRPService(service.Service):
         if self.mi_port is not None:
             port, self.mi_port = self.mi_port, None
             yield port.stopListening()
+        if self.siblings is not None:
+            self.siblings.stop()
         if self.connections is not None:
             yield self.connections.stop_listening()
             self.connections.close_all()
@@ -258,6 +284,8 @@ class MSRPService(service.Service):
             for key, value in self.relay.throttle.stats.items():
                 stats["relay_" + key] = value
         stats["connections_refused"] = cm.connection_cap.stats["connections_refused"]
+        if self.siblings is not None:
+            stats.update(self.siblings.counters())
         if self.tracer is not None:
             ts = self.tracer.stats
             stats["traces_sent"] = int(ts.get("sent", 0))

@@ -59,10 +59,21 @@ class Options(usage.Options):
 
 def makeService(options):
     from .allocator import tune_malloc
-    from .service import MSRPService
 
     tune_malloc()  # this process is ours: keep relay buffers' pages (see allocator)
-    return MSRPService(options.config)
+    return make_service(options.config)
+
+
+def make_service(config):
+    """The service for config: one relay process, or with workers > 1 the
+    parent of that many (workers.py, docs/scaling.md)."""
+    from .service import MSRPService
+
+    if config.workers > 1:
+        from .workers import WorkerPool
+
+        return WorkerPool(config)
+    return MSRPService(config)
 
 
 def config_from_environment(environ=None):

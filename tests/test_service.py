@@ -216,6 +216,15 @@ class TwistdTests(TestCase):
         yield self.check_auth(parse_uri(ready.group(1)))
 
     @inlineCallbacks
+    def test_msrp_tac_runs_workers(self):
+        config = _write(os.path.join(self.directory, "relay.toml"),
+                        'listen = ["msrp:127.0.0.1:0"]\nmi = "none"\nworkers = 2\nusers = "%s"\n'
+                        % self.users_file)
+        proc = self.spawn(["-y", MSRP_TAC], env={"MSRP_CONFIG": config})
+        ready = yield proc.wait_for(r"MSRP relay ready \(2 workers\); URIs: (\S+)")
+        yield self.check_auth(parse_uri(ready.group(1)))
+
+    @inlineCallbacks
     def test_msrp_tac_bad_config(self):
         config = _write(os.path.join(self.directory, "relay.toml"), 'send_timeout = "abc"\n')
         proc = self.spawn(["-y", MSRP_TAC], env={"MSRP_CONFIG": config})

@@ -82,3 +82,28 @@ def is_valid_ident(value):
 def is_valid_session_id(value):
     """True if ``value`` matches the session-id rule exactly (no escapes)."""
     return isinstance(value, str) and SESSION_ID_RE.match(value) is not None
+
+
+# A worker's session-ids start with its index and a dot. "." is not in the
+# token_urlsafe alphabet, so a plain session-id never looks owned, and the
+# random part keeps its full 120 bits.
+_OWNER_RE = re.compile(r"(0|[1-9][0-9]{0,3})\.")
+
+
+def new_owned_session_id(owner):
+    """A session-id that names the worker process owning it: ``"3.<20 chars>"``.
+
+    The index tells a sibling worker where to send the frame; the 120
+    random bits after it are what makes the id unguessable.
+    """
+    if isinstance(owner, bool) or not isinstance(owner, int) or not 0 <= owner <= 9999:
+        raise ValueError("a session owner is a worker index 0..9999, not %r" % (owner,))
+    return "%d.%s" % (owner, secrets.token_urlsafe(SESSION_ID_BYTES))
+
+
+def session_id_owner(session_id):
+    """The worker index an owned session-id names, or None for any other id."""
+    if not isinstance(session_id, str):
+        return None
+    m = _OWNER_RE.match(session_id)
+    return int(m.group(1)) if m is not None else None

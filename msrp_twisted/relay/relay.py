@@ -43,8 +43,12 @@ class _Refusal(Exception):
 @implementer(IRequestHandler)
 class Relay:
     def __init__(self, tm, relay_uris, authenticator, expires_policy, reactor=None, tls=None,
-                 throttle=None, max_sessions_per_user=0):
+                 throttle=None, max_sessions_per_user=0, siblings=None):
         self.tm = tm
+        # relay.siblings.Siblings when this is one of several worker processes
+        # behind the same address: sessions the others own are reached
+        # through it (docs/scaling.md). None: this process is the relay.
+        self.siblings = siblings
         # Each AUTH makes a session that lives until Expires: without a cap
         # one set of credentials could fill the table (and the memory).
         self.max_sessions_per_user = max_sessions_per_user
@@ -53,7 +57,7 @@ class Relay:
         self.throttle = throttle  # limits.AuthThrottle, or None
         self.expires = expires_policy
         self.tls = tls
-        self.sessions = SessionTable(self.reactor)
+        self.sessions = SessionTable(self.reactor, None if siblings is None else siblings.index)
         self.uris = []
         self._own = set()
         for uri in relay_uris:
@@ -114,6 +118,10 @@ class Relay:
         to_path = request.to_path
         top = to_path[0]
         session = self.sessions.get(top.session_id) if top.session_id else None
+        if self.siblings is not None:
+            if session is None:
+                return self._to_owner(conn, request, top.session_id, 0)
+            self.siblings.arrived(conn, request)
         if session is None:
             raise _Refusal(481, "no relay session %r" % (top.session_id,))
         if len(to_path) < 2:
@@ -126,6 +134,10 @@ class Relay:
                 # instead of connecting to ourselves.
                 other = self.sessions.get(nxt.session_id) if nxt.session_id else None
                 if other is None:
+                    if self.siblings is not None:
+                        # Another worker's session: an ordinary relay hop
+                        # to it, which applies the session rules there.
+                        return self._to_owner(conn, request, nxt.session_id, 1)
                     raise _Refusal(481, "no relay session %r" % (nxt.session_id,))
                 if len(to_path) < 3 or to_path[2] != other.client_uri:
                     raise _Refusal(403, "session %s is not for %s" % (
@@ -243,6 +255,28 @@ class Relay:
         if session is None:
             return False
         return self.sessions.end(session_id, "ended by operator")
+
+    # -- worker processes (siblings.py) -------------------------------------
+    def _to_owner(self, conn, request, session_id, hops):
+        """(link to the sibling worker owning session_id, hops), or a refusal.
+
+        hops=1 when the frame's next hop is the owner's session (it moves
+        this relay's URI onto From-Path, as a hop between two relays does);
+        hops=0 when the top URI already names it: the frame is passed on
+        unchanged except for the mark Siblings.arrived takes off again.
+        """
+        siblings = self.siblings
+        owner = siblings.owner_of(session_id)
+        if owner is None or owner == siblings.index:
+            raise _Refusal(481, "no relay session %r" % (session_id,))
+        link = siblings.link(owner)
+        if link is None:
+            siblings.stats["sibling_unreachable"] += 1
+            raise _Refusal(408, "worker %d (owner of session %s) is not reachable" % (owner, session_id))
+        siblings.stats["sibling_frames_out"] += 1
+        if not hops:
+            siblings.passed(conn, request)
+        return link, hops
 
 
 @implementer(IBodySink)

@@ -8,7 +8,7 @@ that reconnects authenticates again.
 
 from twisted.logger import Logger
 
-from ..core.ids import new_session_id
+from ..core.ids import new_owned_session_id, new_session_id
 
 log = Logger()
 
@@ -43,10 +43,16 @@ class RelaySession:
 
 
 class SessionTable:
-    """Sessions by id, with expiry timers from the injected reactor."""
+    """Sessions by id, with expiry timers from the injected reactor.
 
-    def __init__(self, reactor):
+    owner: the index of the worker process holding this table when the
+    relay runs as several (msrp_twisted.workers, relay/siblings.py); its session-ids then start
+    with that index so a sibling knows where a frame for them belongs.
+    """
+
+    def __init__(self, reactor, owner=None):
         self.reactor = reactor
+        self.owner = owner
         self._sessions = {}
         self._by_conn = {}
         self._per_user = {}
@@ -67,7 +73,7 @@ class SessionTable:
 
     def create(self, user, conn, client_uri, relay_uri, lifetime):
         while True:
-            sid = new_session_id()
+            sid = new_session_id() if self.owner is None else new_owned_session_id(self.owner)
             if sid not in self._sessions:
                 break
         now = self.reactor.seconds()
