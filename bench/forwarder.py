@@ -50,6 +50,7 @@ class _Outbound(protocol.Protocol):
         self.inbound = inbound
 
     def connectionMade(self):
+        self.transport.bufferSize = self.inbound.factory.buffer_size
         self.inbound.paired(self)
 
     def dataReceived(self, data):
@@ -65,6 +66,7 @@ class _Inbound(protocol.Protocol):
     outbound = None
 
     def connectionMade(self):
+        self.transport.bufferSize = self.factory.buffer_size
         self.transport.pauseProducing()
         factory = protocol.ClientFactory()
         factory.protocol = lambda: _Outbound(self)
@@ -90,9 +92,13 @@ class _Inbound(protocol.Protocol):
 class ForwarderFactory(protocol.ServerFactory):
     protocol = _Inbound
 
-    def __init__(self, reactor, target):
+    def __init__(self, reactor, target, buffer_size=256 * 1024):
         self.reactor = reactor
         self.target = target
+        # Twisted's bufferSize is both the read size and the write buffer
+        # that pauses the other side. Our relay sets both to its
+        # write_buffer_size (256 KiB by default); the ceiling gets the same.
+        self.buffer_size = buffer_size
 
 
 def main(argv=None):
@@ -100,11 +106,13 @@ def main(argv=None):
     p.add_argument("--listen", type=_loopback_hostport, default=("127.0.0.1", 0), metavar="IP:PORT")
     p.add_argument("--target", type=_loopback_hostport, required=True, metavar="IP:PORT")
     p.add_argument("--lifetime", type=float, default=3600.0, help="exit after this many seconds [3600]")
+    p.add_argument("--buffer-size", type=int, default=256 * 1024,
+                   help="each transport's read size and write buffer, as the relay's write_buffer_size [262144]")
     args = p.parse_args(argv)
 
     from twisted.internet import reactor
 
-    port = reactor.listenTCP(args.listen[1], ForwarderFactory(reactor, args.target), interface=args.listen[0])
+    port = reactor.listenTCP(args.listen[1], ForwarderFactory(reactor, args.target, args.buffer_size), interface=args.listen[0])
     address = port.getHost()
     print("listening on %s:%d" % (address.host, address.port), flush=True)
     reactor.callLater(args.lifetime, reactor.stop)

@@ -66,7 +66,8 @@ def head(message, has_body=None):
             raise SerializationError("a body needs a Content-Type header")
     parts = [start]
     if validated:
-        parts.extend(["%s: %s\r\n" % item for item in headers])
+        parts.append("\r\n".join(map(": ".join, headers)))
+        parts.append("\r\n")
     else:
         try:
             for name, value in headers:
