@@ -572,7 +572,8 @@ class TransactionManager:
         fwd = Request(self.new_tid(conn), request.method, headers, None, request.flag)
         if callbacks is not None and conn is not None and conn.can_start_frame():
             try:
-                tracked = self.needs_transaction(fwd)
+                # Same method and headers as fwd, and already parsed there.
+                tracked = self.needs_transaction(request)
                 writer = conn.start_frame(fwd)
             except SerializationError as e:
                 callbacks[1](Failure(e))
