@@ -191,6 +191,11 @@ def _cancel(timer):
         timer.cancel()
 
 
+# What _send_now reads of a Twisted TCP transport to know that nothing is
+# queued there; a Twisted without them gets transport.write for everything.
+_DIRECT_SEND_NEEDS = ("socket", "connected", "disconnecting", "dataBuffer", "offset", "_tempDataLen")
+
+
 class _WriteBatch:
     """Frames written while received data is dispatched, held until the
     outermost dataReceived returns.
@@ -304,7 +309,7 @@ class MSRPProtocol(Protocol):
         if inner is not None and self.settings.write_buffer_size:
             inner.bufferSize = self.settings.write_buffer_size
         t.registerProducer(self, True)
-        if isinstance(t, _tcp.Connection):
+        if isinstance(t, _tcp.Connection) and all(hasattr(t, name) for name in _DIRECT_SEND_NEEDS):
             self._socket = t.socket
         self._event("ACCEPTED" if self.direction == "in" else "CONNECTED", True,
                     "%s %s" % ("accepted from" if self.direction == "in" else "connected to", self.peer))
