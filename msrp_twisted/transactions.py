@@ -23,6 +23,7 @@ from .core.headers import Headers
 from .core.ids import new_transaction_id
 from .core.message import REASONS, Request, Response
 from .core.serializer import head as serialize_head
+from .core.serializer import path_response
 from .core.serializer import serialize
 from .core.uri import format_path
 from .protocol import ConnectionClosed, IBodySink, IMessageHandler, IWritabilityObserver
@@ -275,15 +276,27 @@ class TransactionManager:
         rh = request.headers
         from_raw = rh["From-Path"]
         to = _first_uri(from_raw) if request.method == "SEND" else from_raw
-        items = [("To-Path", to), ("From-Path", _first_uri(rh["To-Path"]))]
+        frm = _first_uri(rh["To-Path"])
+        if comment is None:
+            comment = REASONS.get(code)
         if not headers and rh.validated:
-            # URIs cut out of parsed paths: as well formed as those.
-            reply_headers = Headers._trusted(items, {"to-path": 0, "from-path": 1})
-        else:
-            items.extend(headers)
-            reply_headers = Headers(items)
-        return self._write_response(conn, Response(
-            request.tid, code, comment if comment is not None else REASONS.get(code), reply_headers))
+            # URIs cut out of parsed paths: as well formed as those, so the
+            # bytes are written without building a Response (hot path).
+            try:
+                data = path_response(request.tid, code, comment, to, frm)
+            except SerializationError as e:
+                log.warn("cannot build response {tid} for {peer}: {error}",
+                         tid=request.tid, peer=conn.peer, error=e)
+                return False
+            try:
+                conn.send_bytes(data)
+            except ConnectionClosed:
+                return False
+            self.stats["responses_sent"] += 1
+            return True
+        items = [("To-Path", to), ("From-Path", frm)]
+        items.extend(headers)
+        return self._write_response(conn, Response(request.tid, code, comment, items))
 
     def _write_response(self, conn, response):
         try:

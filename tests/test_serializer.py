@@ -8,7 +8,7 @@ from msrp_twisted.core.errors import MSRPError, SerializationError
 from msrp_twisted.core.headers import SINGLETON_HEADERS
 from msrp_twisted.core.message import Request, Response
 from msrp_twisted.core.parser import MessageAssembler, Parser
-from msrp_twisted.core.serializer import check_body, end_line, head, serialize
+from msrp_twisted.core.serializer import check_body, end_line, head, path_response, serialize
 
 from .test_parser import (
     ALICE,
@@ -389,3 +389,21 @@ class ValidatedHeadersTests(SynchronousTestCase):
 
         self.assertFalse(Headers([("To-Path", "x")]).copy().validated)
         self.assertTrue(self.parsed().headers.copy().validated)
+
+
+class PathResponseTests(SynchronousTestCase):
+    """path_response writes what serialize(Response(...)) writes."""
+
+    @settings(max_examples=200, database=None, deadline=None)
+    @given(st.from_regex(r"\A[A-Za-z0-9][A-Za-z0-9.\-+%=]{3,31}\Z"), st.integers(0, 999),
+           st.one_of(st.none(), st.just(""), st.text(st.characters(blacklist_characters="\r\n"), max_size=30)),
+           st.sampled_from([ALICE, BOB, RELAY, "msrp://[2001:db8::1]:2855/x;tcp", "msrp://h\u00e9.example:1/s;tcp"]),
+           st.sampled_from([ALICE, BOB, RELAY + " " + ALICE]))
+    def test_same_bytes_as_serialize(self, tid, code, comment, to, frm):
+        expected = serialize(Response(tid, code, comment, [("To-Path", to), ("From-Path", frm)]))
+        self.assertEqual(path_response(tid, code, comment, to, frm), expected)
+
+    def test_refuses_what_head_refuses(self):
+        for tid, code, comment in (("bad tid", 200, None), ("tid12345", 1000, None),
+                                   ("tid12345", "200", None), ("tid12345", 200, "a\r\nb")):
+            self.assertRaises(SerializationError, path_response, tid, code, comment, ALICE, BOB)

@@ -85,6 +85,33 @@ def head(message, has_body=None):
         ) from None
 
 
+def path_response(tid, code, comment, to_path, from_path):
+    """A response carrying only To-Path and From-Path, byte for byte what
+    serialize(Response(...)) makes, without building the Response.
+
+    For the hop-by-hop answers a relay or endpoint gives all the time:
+    to_path and from_path must be text cut out of headers the parser
+    validated (no CR or LF can be in them); the transaction id, code and
+    comment are checked as head() checks them.
+    """
+    _check_tid(tid)
+    if not isinstance(code, int) or not 0 <= code <= 999:
+        raise SerializationError("invalid status code %r" % (code,))
+    if comment:
+        if "\r" in comment or "\n" in comment:
+            raise SerializationError("CR or LF in the response comment")
+        text = "MSRP %s %03d %s\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------%s$\r\n" % (
+            tid, code, comment, to_path, from_path, tid)
+    else:
+        text = "MSRP %s %03d\r\nTo-Path: %s\r\nFrom-Path: %s\r\n-------%s$\r\n" % (
+            tid, code, to_path, from_path, tid)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise SerializationError(
+            "response is not encodable as UTF-8: %r" % (e.object[e.start:e.end],)) from None
+
+
 def end_line(tid, flag="$", after_body=True):
     """The end-line; after a body it starts with the CRLF that ends the body."""
     if not isinstance(flag, str) or len(flag) != 1 or flag not in abnf.FLAG_CHARS:
