@@ -128,6 +128,7 @@ class Parser:
         self._scan = 0
         # body scanning
         self._tid = None
+        self._start = None  # (method, code, comment) of a well-formed start line
         self._needle = None
         self._body_len = 0
         self._invalid = None
@@ -203,9 +204,16 @@ class Parser:
                 return -1
             if i - pos > self.max_start_line:
                 raise FramingError("start line exceeds %d bytes" % self.max_start_line)
-            m = _START_PREFIX_RE.match(buf, pos, i)
-            if m is None:
-                raise FramingError("invalid start line %r" % (bytes(buf[pos:min(i, pos + 80)]),))
+            # The whole start line is matched once, here; a line that only
+            # frames (a transaction id) becomes a message error in _build.
+            m = _START_LINE_RE.match(buf, pos, i)
+            if m is not None:
+                self._start = m.group("method", "code", "comment")
+            else:
+                self._start = None
+                m = _START_PREFIX_RE.match(buf, pos, i)
+                if m is None:
+                    raise FramingError("invalid start line %r" % (bytes(buf[pos:min(i, pos + 80)]),))
             tid = m.group(1)
             self._tid = tid
             self._needle = b"\r\n-------" + tid
@@ -238,9 +246,11 @@ class Parser:
         if head_end - eol > self.max_header_block:
             raise FramingError("header block exceeds %d bytes" % self.max_header_block)
         lenient_flag = None
-        if b >= 0:
+        if b >= 0 and (n - b - 4 < ln + 1 or buf.startswith(b"-------", b + 4)):
             # A body follows. Some senders end an empty body without the
-            # CRLF that belongs to the end-line; accept that form too.
+            # CRLF that belongs to the end-line; accept that form too. (Only
+            # a body that starts with dashes, or is too short to tell yet,
+            # can be that.)
             lenient = needle[2:]
             want = len(lenient) + 3
             avail = bytes(buf[b + 4:b + 4 + want])
@@ -254,7 +264,7 @@ class Parser:
         block = bytes(buf[eol + 2:head_end]) if head_end > eol else b""
         self._eol = -1
         self._scan = 0
-        message, error = self._build(start, tid, block, b >= 0, lenient_flag is not None)
+        message, error = self._build(start, self._start, tid, block, b >= 0, lenient_flag is not None)
         if b < 0 or lenient_flag is not None:
             flag = chr(buf[f]) if b < 0 else lenient_flag
             if error is None:
@@ -291,13 +301,15 @@ class Parser:
         if n - ln - 2 - eol > self.max_header_block:
             raise FramingError("header block exceeds %d bytes" % self.max_header_block)
 
-    def _build(self, start, tid, block, has_body, empty_body=False):
-        """Validate the head; return (message, None) or (None, MessageError)."""
+    def _build(self, start, parts, tid, block, has_body, empty_body=False):
+        """Validate the head; return (message, None) or (None, MessageError).
+
+        parts: (method, code, comment) from the start line regex, or None
+        when the line did not match it."""
         tid_s = tid.decode("ascii")
-        m = _START_LINE_RE.match(start)
-        if m is None:
+        if parts is None:
             return None, MessageError("malformed start line %r" % (start[:80],), tid_s)
-        method = m.group("method")
+        method, code, comment = parts
         is_request = method is not None
         if is_request:
             method = method.decode("ascii")
@@ -351,13 +363,12 @@ class Parser:
         if is_request:
             msg = Request(tid_s, method, headers)
         else:
-            comment = m.group("comment")
             if comment is not None:
                 try:
                     comment = comment.decode("utf-8")
                 except UnicodeDecodeError:
                     return None, MessageError("response comment is not valid UTF-8", tid_s, None, False, headers=items)
-            msg = Response(tid_s, int(m.group("code")), comment, headers)
+            msg = Response(tid_s, int(code), comment, headers)
         msg.has_body = has_body
         return msg, None
 
