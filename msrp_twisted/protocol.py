@@ -668,7 +668,12 @@ class MSRPProtocol(Protocol):
             out.append(data)
             self._out_len += n
         else:
-            self._send_now(data)
+            # Outside a read (a producer, a timer): Twisted's own buffered
+            # write. Sending straight to the socket here would let a
+            # producer push megabytes into loopback socket buffers in one
+            # loop without ever returning to the reactor, starving every
+            # other connection of this process.
+            self.transport.write(data)
 
     def _flush_out(self):
         out = self._out

@@ -692,6 +692,26 @@ class BackpressureTests(TestCase):
         self.assertEqual([m.tid for _, m in got], ["tidburst%02d" % i for i in range(len(bodies))])
         self.assertEqual([m.body for _, m in got], bodies)
 
+    @defer.inlineCallbacks
+    def test_producer_outside_a_read_is_paused_after_the_write_buffer(self):
+        """A producer writing outside any read goes through Twisted's buffer,
+        so it is paused once write_buffer_size is queued and the process
+        gets back to its other connections; it is not allowed to push
+        megabytes into loopback socket buffers in one loop."""
+        server = self.net.manager()
+        client = self.net.manager(TransportSettings(send_timeout=0))
+        _, conn, server_conn = yield listen_and_connect(client, server)
+        server_conn.pause_reading()
+        writer = yield conn.open_stream(request("tidprod1", b""))
+        written = 0
+        piece = b"p" * 65536
+        while conn.writable and written < 64 * 1024 * 1024:
+            writer.write(piece)
+            written += len(piece)
+        self.assertFalse(conn.writable)
+        self.assertLessEqual(written, conn.settings.write_buffer_size + 2 * len(piece))
+        writer.abort()
+
 
 class WritabilityRecorder:
     writable = True

@@ -514,9 +514,12 @@ class LargeTransferTests(RelayTestCase):
         it was streamed, never held."""
         # max_msg_chunks stays at its default 4: short reads now and then
         # (TCP under flow control) do not add up over a large chunk.
+        # send_timeout does not: alice's producer and bob's reader share
+        # this test process, and on a busy machine it can be off the CPU
+        # for more than proto_msrp's 100 ms, which is not what this tests.
         relay = TwistdProcess.spawn(reactor, [
             "msrp", "--listen", "msrp:127.0.0.1:0", "--users", self.users_file, "--mi", "none",
-            "--max-chunk-size", "0"])
+            "--max-chunk-size", "0", "--send-timeout", "2000"])
         self.addCleanup(relay.stop)
         ready = yield relay.wait_for(r"MSRP relay ready; URIs: (\S+)")
         relay_uri = parse_uri(ready.group(1))
@@ -539,7 +542,7 @@ class LargeTransferTests(RelayTestCase):
         except Exception as e:
             yield relay.stop()
             self.fail("%s\nrelay log:\n%s" % (e, "\n".join(relay.lines[-15:])))
-        self.assertEqual(response.code, 200)
+        self.assertEqual(response.code, 200, "relay log:\n%s" % "\n".join(relay.lines[-15:]))
         got = yield b.received.get()
         self.assertEqual(got.length, size)
         self.assertEqual(got.sha256, producer.hash.hexdigest())
