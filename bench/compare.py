@@ -534,61 +534,71 @@ def install_signal_handlers():
     signal.signal(signal.SIGTERM, _terminate)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def run_guarded(name, body, errors=(BenchError,)):
+    """Run body(procs) and stop every process it started, whatever happens:
+    errors exit 1 with "name: reason", Ctrl-C or SIGTERM exit 130."""
     install_signal_handlers()
     procs = Processes()
-    rows, raw = [], {}
     try:
-        print("machine: " + machine_description(), flush=True)
-        servers = {}
-        need = {CASES[c]["other"] for c in args.case_names}
-        if args.case_names:
-            servers["ours"] = start_ours(procs)
-        if "kamailio" in need:
-            servers["kamailio"] = start_kamailio(procs, args.kamailio_workers)
-        if "forwarder" in need:
-            servers["forwarder"] = start_forwarder(procs)
-        for name in args.case_names:
-            case = CASES[name]
-            runs = []
-            for rnd in range(args.rounds):
-                order = [("ours", servers["ours"]), ("other", servers[case["other"]])]
-                if rnd % 2:
-                    order.reverse()
-                got = {}
-                for side, server in order:
-                    try:
-                        got[side] = run_loadgen(procs, server, case, args)
-                    except BenchError as e:
-                        print("  %s round %d, %s: FAILED: %s" % (name, rnd + 1, server.name, e), flush=True)
-                        continue
-                    r = got[side]
-                    print("  %s round %d, %-9s %10.1f %s" % (
-                        name, rnd + 1, server.name, r[case["metric"]],
-                        "transactions/s" if case["metric"] == "tps" else "MB/s"), flush=True)
-                runs.append(got)
-            raw[name] = runs
-            rows.append(summarize(name, case, runs))
-        if rows:
-            print()
-            print(format_table(rows))
-        if args.json_out:
-            with open(args.json_out, "w") as f:
-                json.dump({"machine": machine_description(), "rows": rows, "runs": raw}, f, indent=1)
-        if args.profile:
-            for server in servers.values():
-                procs.stop(server.proc)
-            print()
-            profile_ours(procs, args)
-    except BenchError as e:
-        print("compare: %s" % e, file=sys.stderr)
+        return body(procs) or 0
+    except errors as e:
+        print("%s: %s" % (name, e), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("compare: interrupted; stopping what was started", file=sys.stderr)
+        print("%s: interrupted; stopping what was started" % name, file=sys.stderr)
         return 130
     finally:
         procs.stop_all()
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    return run_guarded("compare", lambda procs: _compare(procs, args))
+
+
+def _compare(procs, args):
+    rows, raw = [], {}
+    print("machine: " + machine_description(), flush=True)
+    servers = {}
+    need = {CASES[c]["other"] for c in args.case_names}
+    if args.case_names:
+        servers["ours"] = start_ours(procs)
+    if "kamailio" in need:
+        servers["kamailio"] = start_kamailio(procs, args.kamailio_workers)
+    if "forwarder" in need:
+        servers["forwarder"] = start_forwarder(procs)
+    for name in args.case_names:
+        case = CASES[name]
+        runs = []
+        for rnd in range(args.rounds):
+            order = [("ours", servers["ours"]), ("other", servers[case["other"]])]
+            if rnd % 2:
+                order.reverse()
+            got = {}
+            for side, server in order:
+                try:
+                    got[side] = run_loadgen(procs, server, case, args)
+                except BenchError as e:
+                    print("  %s round %d, %s: FAILED: %s" % (name, rnd + 1, server.name, e), flush=True)
+                    continue
+                r = got[side]
+                print("  %s round %d, %-9s %10.1f %s" % (
+                    name, rnd + 1, server.name, r[case["metric"]],
+                    "transactions/s" if case["metric"] == "tps" else "MB/s"), flush=True)
+            runs.append(got)
+        raw[name] = runs
+        rows.append(summarize(name, case, runs))
+    if rows:
+        print()
+        print(format_table(rows))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"machine": machine_description(), "rows": rows, "runs": raw}, f, indent=1)
+    if args.profile:
+        for server in servers.values():
+            procs.stop(server.proc)
+        print()
+        profile_ours(procs, args)
     return 0
 
 

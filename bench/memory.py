@@ -253,44 +253,37 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    compare.install_signal_handlers()
-    procs = compare.Processes()
+    return compare.run_guarded("memory", lambda procs: _run(procs, args), (compare.BenchError, loadgen.LoadError, OSError))
+
+
+def _run(procs, args):
     results = {"machine": compare.machine_description(), "big": [], "sessions": []}
-    try:
-        print("machine: " + results["machine"], flush=True)
-        if args.what in ("big", "both"):
-            for chunk in args.chunk_sizes:
-                r = big_message(procs, args, chunk)
-                results["big"].append(r)
-                print("one %.0f MiB message in %s chunks: RSS %.1f MiB before, peak %.1f MiB during "
-                      "(%s), growth %.1f MiB; %.0f MB/s; RSS afterwards %.1f MiB" % (
-                          r["total"] / 2 ** 20, "%d-byte" % chunk, r["rss_base_kib"] / KIB, r["peak_kib"] / KIB,
-                          "VmHWM after reset" if r["hwm_exact"] else "sampled every 20 ms",
-                          r["growth_kib"] / KIB, r["mbps"], r["rss_after_kib"] / KIB), flush=True)
-        if args.what in ("sessions", "both"):
-            for conns, per_conn in args.layout_list:
-                r = idle_sessions(procs, args, conns, per_conn)
-                results["sessions"].append(r)
-                print("%d idle sessions on %d connections (%d each): RSS %.1f MiB before, %.1f MiB open "
-                      "-> %.2f KiB per session (%.2f KiB per connection); set up in %.1f s; "
-                      "RSS %.1f MiB after closing" % (
-                          r["sessions"], conns, per_conn, r["rss_base_kib"] / KIB, r["rss_open_kib"] / KIB,
-                          r["per_session_kib"], r["per_connection_kib"], r["setup_s"],
-                          r["rss_after_close_kib"] / KIB), flush=True)
-                for i, c in enumerate(r["cycles"][1:], 2):
-                    print("    cycle %d: RSS %.1f MiB with the sessions open, %.1f MiB after closing" % (
-                        i, c["rss_open_kib"] / KIB, c["rss_after_close_kib"] / KIB), flush=True)
-        if args.json_out:
-            with open(args.json_out, "w") as f:
-                json.dump(results, f, indent=1)
-    except (compare.BenchError, loadgen.LoadError, OSError) as e:
-        print("memory: %s" % e, file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("memory: interrupted; stopping what was started", file=sys.stderr)
-        return 130
-    finally:
-        procs.stop_all()
+    print("machine: " + results["machine"], flush=True)
+    if args.what in ("big", "both"):
+        for chunk in args.chunk_sizes:
+            r = big_message(procs, args, chunk)
+            results["big"].append(r)
+            print("one %.0f MiB message in %s chunks: RSS %.1f MiB before, peak %.1f MiB during "
+                  "(%s), growth %.1f MiB; %.0f MB/s; RSS afterwards %.1f MiB" % (
+                      r["total"] / 2 ** 20, "%d-byte" % chunk, r["rss_base_kib"] / KIB, r["peak_kib"] / KIB,
+                      "VmHWM after reset" if r["hwm_exact"] else "sampled every 20 ms",
+                      r["growth_kib"] / KIB, r["mbps"], r["rss_after_kib"] / KIB), flush=True)
+    if args.what in ("sessions", "both"):
+        for conns, per_conn in args.layout_list:
+            r = idle_sessions(procs, args, conns, per_conn)
+            results["sessions"].append(r)
+            print("%d idle sessions on %d connections (%d each): RSS %.1f MiB before, %.1f MiB open "
+                  "-> %.2f KiB per session (%.2f KiB per connection); set up in %.1f s; "
+                  "RSS %.1f MiB after closing" % (
+                      r["sessions"], conns, per_conn, r["rss_base_kib"] / KIB, r["rss_open_kib"] / KIB,
+                      r["per_session_kib"], r["per_connection_kib"], r["setup_s"],
+                      r["rss_after_close_kib"] / KIB), flush=True)
+            for i, c in enumerate(r["cycles"][1:], 2):
+                print("    cycle %d: RSS %.1f MiB with the sessions open, %.1f MiB after closing" % (
+                    i, c["rss_open_kib"] / KIB, c["rss_after_close_kib"] / KIB), flush=True)
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump(results, f, indent=1)
     return 0
 
 

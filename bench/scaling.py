@@ -126,63 +126,56 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    compare.install_signal_handlers()
-    procs = compare.Processes()
+    return compare.run_guarded("scaling", lambda procs: _run(procs, args), (compare.BenchError,))
+
+
+def _run(procs, args):
     runs = {1: [], args.workers: []}
-    try:
-        print("machine: " + compare.machine_description(), flush=True)
-        print("load: %d loadgen pairs at once, each %d SENDs of %d bytes at window %d"
-              % (args.pairs, args.count, args.size, args.window), flush=True)
-        servers = {}
-        for workers in (1, args.workers):
-            mi_port = compare.free_loopback_port()
-            server = compare.start_ours(procs, label="ours-w%d" % workers,
-                                        config={"workers": workers, "mi": "tcp:%d:interface=127.0.0.1" % mi_port})
-            wait_workers(procs, server, workers)
-            servers[workers] = (server, mi_port)
-        for rnd in range(args.rounds):
-            order = [1, args.workers] if rnd % 2 == 0 else [args.workers, 1]
-            for workers in order:
-                server, mi_port = servers[workers]
-                before = relay_statistics(mi_port)
-                r = run_pairs(procs, server, args)
-                after = relay_statistics(mi_port)
-                relayed = after.get("relay_frames_relayed", 0) - before.get("relay_frames_relayed", 0)
-                crossed = after.get("sibling_frames_out", 0) - before.get("sibling_frames_out", 0)
-                # A SEND that crosses a link is relayed by both workers.
-                messages = relayed - crossed
-                r["frames_relayed"] = relayed
-                r["sibling_share"] = crossed / messages if messages else 0.0
-                runs[workers].append(r)
-                print("  round %d, %d worker%s: %9.1f transactions/s (pairs: %s), relay CPU %.2f cores, "
-                      "%.0f%% of SENDs over a sibling link, loadgen CPU %.1f s, p50 %.2f ms"
-                      % (rnd + 1, workers, "" if workers == 1 else "s", r["tps"],
-                         " ".join("%.0f" % t for t in r["tps_each"]), r["relay_cores"],
-                         100 * r["sibling_share"], r["loadgen_cpu_s"], r["latency_p50_ms"]),
-                      flush=True)
-        print()
-        one = statistics.median(r["tps"] for r in runs[1])
-        many = statistics.median(r["tps"] for r in runs[args.workers])
-        print("%-12s %14s %14s %18s" % ("workers", "transactions/s", "relay cores", "SENDs over a link"))
-        for workers in (1, args.workers):
-            rs = runs[workers]
-            print("%-12d %14.1f %14.2f %17.0f%%" % (
-                workers, statistics.median(r["tps"] for r in rs),
-                statistics.median(r["relay_cores"] for r in rs),
-                100 * statistics.median(r["sibling_share"] for r in rs)))
-        print("ratio %d/1 workers: %.2fx (medians of %d rounds)" % (args.workers, many / one, args.rounds))
-        if args.json_out:
-            with open(args.json_out, "w") as f:
-                json.dump({"machine": compare.machine_description(), "args": vars(args),
-                           "runs": {str(k): v for k, v in runs.items()}}, f, indent=1)
-    except compare.BenchError as e:
-        print("scaling: %s" % e, file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("scaling: interrupted; stopping what was started", file=sys.stderr)
-        return 130
-    finally:
-        procs.stop_all()
+    print("machine: " + compare.machine_description(), flush=True)
+    print("load: %d loadgen pairs at once, each %d SENDs of %d bytes at window %d"
+          % (args.pairs, args.count, args.size, args.window), flush=True)
+    servers = {}
+    for workers in (1, args.workers):
+        mi_port = compare.free_loopback_port()
+        server = compare.start_ours(procs, label="ours-w%d" % workers,
+                                    config={"workers": workers, "mi": "tcp:%d:interface=127.0.0.1" % mi_port})
+        wait_workers(procs, server, workers)
+        servers[workers] = (server, mi_port)
+    for rnd in range(args.rounds):
+        order = [1, args.workers] if rnd % 2 == 0 else [args.workers, 1]
+        for workers in order:
+            server, mi_port = servers[workers]
+            before = relay_statistics(mi_port)
+            r = run_pairs(procs, server, args)
+            after = relay_statistics(mi_port)
+            relayed = after.get("relay_frames_relayed", 0) - before.get("relay_frames_relayed", 0)
+            crossed = after.get("sibling_frames_out", 0) - before.get("sibling_frames_out", 0)
+            # A SEND that crosses a link is relayed by both workers.
+            messages = relayed - crossed
+            r["frames_relayed"] = relayed
+            r["sibling_share"] = crossed / messages if messages else 0.0
+            runs[workers].append(r)
+            print("  round %d, %d worker%s: %9.1f transactions/s (pairs: %s), relay CPU %.2f cores, "
+                  "%.0f%% of SENDs over a sibling link, loadgen CPU %.1f s, p50 %.2f ms"
+                  % (rnd + 1, workers, "" if workers == 1 else "s", r["tps"],
+                     " ".join("%.0f" % t for t in r["tps_each"]), r["relay_cores"],
+                     100 * r["sibling_share"], r["loadgen_cpu_s"], r["latency_p50_ms"]),
+                  flush=True)
+    print()
+    one = statistics.median(r["tps"] for r in runs[1])
+    many = statistics.median(r["tps"] for r in runs[args.workers])
+    print("%-12s %14s %14s %18s" % ("workers", "transactions/s", "relay cores", "SENDs over a link"))
+    for workers in (1, args.workers):
+        rs = runs[workers]
+        print("%-12d %14.1f %14.2f %17.0f%%" % (
+            workers, statistics.median(r["tps"] for r in rs),
+            statistics.median(r["relay_cores"] for r in rs),
+            100 * statistics.median(r["sibling_share"] for r in rs)))
+    print("ratio %d/1 workers: %.2fx (medians of %d rounds)" % (args.workers, many / one, args.rounds))
+    if args.json_out:
+        with open(args.json_out, "w") as f:
+            json.dump({"machine": compare.machine_description(), "args": vars(args),
+                       "runs": {str(k): v for k, v in runs.items()}}, f, indent=1)
     return 0
 
 
