@@ -204,9 +204,10 @@ def write_users(path, users, realm=OUR_REALM):
             f.write("%s:%s:%s\n" % (user, realm, digest.compute_ha1(user, realm, password)))
 
 
-def start_ours(procs, label="ours", config=None, users=None, twistd_options=(), nofile=None):
-    """Our relay (twistd -n msrp) on a free loopback port."""
-    twistd = find_executable("twistd")
+def start_ours(procs, label="ours", config=None, users=None, twistd_options=(), nofile=None, twistd=None):
+    """Our relay (twistd -n msrp) on a free loopback port; twistd: another
+    interpreter's twistd (PyPy's), which must find msrp_twisted itself."""
+    twistd = twistd or find_executable("twistd")
     users_file = procs.path(label + ".users")
     write_users(users_file, users or OUR_USERS)
     preexec = None
@@ -487,6 +488,7 @@ def parse_args(argv=None):
                    help="Kamailio TCP worker processes [1: its fastest for this load on 2 cores]")
     p.add_argument("--check", action="store_true", help="loadgen also checks every frame with the core parser")
     p.add_argument("--json-out", help="write the rows and every run's result here")
+    p.add_argument("--twistd", help="run our relay with this twistd (e.g. a PyPy virtualenv's) [this venv's]")
     p.add_argument("--run-timeout", type=float, default=600.0, help="seconds per loadgen run [600]")
     p.add_argument("--profile", choices=("cprofile", "py-spy"), help="afterwards, profile our relay under one case")
     p.add_argument("--profile-case", choices=list(CASES), default="small-w100", help="the case profiled [small-w100]")
@@ -562,7 +564,7 @@ def _compare(procs, args):
     servers = {}
     need = {CASES[c]["other"] for c in args.case_names}
     if args.case_names:
-        servers["ours"] = start_ours(procs)
+        servers["ours"] = start_ours(procs, twistd=args.twistd)
     if "kamailio" in need:
         servers["kamailio"] = start_kamailio(procs, args.kamailio_workers)
     if "forwarder" in need:

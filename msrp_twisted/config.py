@@ -7,7 +7,10 @@ max_msg_chunks, tls_handshake_timeout, cert_check_on_conn_reusage,
 trace_destination, trace_on, trace_filter_route as ``trace_filter``).
 """
 
-import tomllib
+try:
+    import tomllib
+except ImportError:  # Python < 3.11 (PyPy 3.9, see docs/performance.md): the same parser
+    import tomli as tomllib
 from dataclasses import dataclass, field, fields
 
 DEFAULT_LISTEN = "msrp:127.0.0.1:2855"

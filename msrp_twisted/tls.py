@@ -30,6 +30,8 @@ after its own ``handshakeCompleted()``: the server's alert arrives as a
 `connectionLost` with an SSL.Error shortly afterwards.
 """
 
+from __future__ import annotations  # X | None annotations on Python < 3.10 (PyPy 3.9)
+
 import ipaddress
 import os
 from collections import OrderedDict

@@ -53,6 +53,8 @@ too (OpenSIPS marks TLS with IPPROTO_IDP, 22) and always send the real
 addresses (OpenSIPS writes 127.0.0.2 for CLOSED, an aliasing bug).
 """
 
+from __future__ import annotations  # X | None annotations on Python < 3.10 (PyPy 3.9)
+
 import importlib
 import ipaddress
 import random

@@ -16,6 +16,8 @@ proto_hep for network events: cJSON's formatted print (``homer5_on=0``) and
 the delimiter-joined values (``homer5_on=1``).
 """
 
+from __future__ import annotations  # X | None annotations on Python < 3.10 (PyPy 3.9)
+
 import ipaddress
 import struct
 from dataclasses import dataclass, field
