@@ -36,7 +36,7 @@ from .core.ids import is_valid_ident, new_message_id
 from .core.message import ABORTED, COMPLETE, CONTINUED
 from .core.uri import format_path
 from .protocol import IBodySink, IWritabilityObserver
-from .transactions import IRequestHandler, TransactionError, TransactionTimeout, reason_phrase
+from .transactions import DISCARD, IRequestHandler, TransactionError, TransactionTimeout, reason_phrase
 
 log = Logger()
 
@@ -1157,19 +1157,6 @@ class IncomingMessages:
 
 
 # -- receiving: the request handler ------------------------------------------
-@implementer(IBodySink)
-class _Discard:
-    def body_data(self, data):
-        pass
-
-    def body_end(self, flag):
-        pass
-
-    def body_aborted(self, reason):
-        pass
-
-
-_DISCARD = _Discard()
 
 
 @implementer(IBodySink)
@@ -1252,7 +1239,7 @@ class ChunkReceiver:
             chunk = self.incoming.begin_chunk(key, request, conn)
         except ReassemblyError as e:
             self._refuse(conn, request, e)
-            return _DISCARD
+            return DISCARD
         return _ChunkSink(self, conn, request, chunk)
 
     def request_received(self, conn, request):
@@ -1267,7 +1254,7 @@ class ChunkReceiver:
         if request.body is not None:
             # A handler in front of us had the body buffered: same rules.
             sink = self.head_received(conn, request)
-            if sink is not _DISCARD:
+            if sink is not DISCARD:
                 if request.body:
                     sink.body_data(request.body)
                 sink.body_end(request.flag)

@@ -739,13 +739,11 @@ class MSRPProtocol(Protocol):
         firing with a writer (write(data), end(flag), abort())."""
         if not self._can_write():
             return fail(ConnectionClosed(self.close_reason or "connection closed"))
+        if self._stream is None:
+            return succeed(self.start_frame(message))
         data = serialize_head(message, True)
         self.messages_out += 1
         self._trace_out(data)
-        if self._stream is None:
-            self._write(data)
-            self._stream = _StreamWriter(self, message.tid)
-            return succeed(self._stream)
         if len(self._queue) >= self.settings.max_queued_frames:
             self.close("too many frames queued behind a streamed body")
             return fail(ConnectionClosed(self.close_reason))

@@ -208,7 +208,7 @@ class TransactionManager:
             return
         self.stats["refused_400"] += 1
         to = from_raw if error.method not in (None, "SEND") else _first_uri(from_raw)
-        self._write_response(conn, Response(
+        self._write_response(conn, error.tid, serialize, Response(
             error.tid, error.code, reason_phrase(error.reason),
             [("To-Path", to), ("From-Path", _first_uri(to_raw))]))
 
@@ -282,29 +282,21 @@ class TransactionManager:
         if not headers and rh.validated:
             # URIs cut out of parsed paths: as well formed as those, so the
             # bytes are written without building a Response (hot path).
-            try:
-                data = path_response(request.tid, code, comment, to, frm)
-            except SerializationError as e:
-                log.warn("cannot build response {tid} for {peer}: {error}",
-                         tid=request.tid, peer=conn.peer, error=e)
-                return False
-            try:
-                conn.send_bytes(data)
-            except ConnectionClosed:
-                return False
-            self.stats["responses_sent"] += 1
-            return True
+            return self._write_response(conn, request.tid, path_response,
+                                        request.tid, code, comment, to, frm)
         items = [("To-Path", to), ("From-Path", frm)]
         items.extend(headers)
-        return self._write_response(conn, Response(request.tid, code, comment, items))
+        return self._write_response(conn, request.tid, serialize,
+                                    Response(request.tid, code, comment, items))
 
-    def _write_response(self, conn, response):
+    def _write_response(self, conn, tid, build, *args):
+        """Write build(*args) (the response's bytes) on conn."""
         try:
-            conn.send_message(response)
+            conn.send_bytes(build(*args))
         except ConnectionClosed:
             return False
         except SerializationError as e:
-            log.warn("cannot build response {tid} for {peer}: {error}", tid=response.tid, peer=conn.peer, error=e)
+            log.warn("cannot build response {tid} for {peer}: {error}", tid=tid, peer=conn.peer, error=e)
             return False
         self.stats["responses_sent"] += 1
         return True
@@ -634,7 +626,8 @@ class TransactionManager:
         items = [("To-Path", _rest(h["To-Path"]) or request.headers["From-Path"]),
                  ("From-Path", _first_uri(request.headers["To-Path"]) + " " + h["From-Path"])]
         items.extend(list(h)[2:])
-        return self._write_response(conn, Response(request.tid, response.code, response.comment, items))
+        return self._write_response(conn, request.tid, serialize,
+                                    Response(request.tid, response.code, response.comment, items))
 
 
 @implementer(IWritabilityObserver)
