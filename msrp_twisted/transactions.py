@@ -577,7 +577,7 @@ class TransactionManager:
         fwd = Request(self.new_tid(conn), request.method, headers, None, request.flag)
         if callbacks is not None and conn is not None and conn.can_start_frame():
             try:
-                # Same method and headers as fwd, and already parsed there.
+                # fwd has the same method and headers; request has them parsed.
                 tracked = self.needs_transaction(request)
                 writer = conn.start_frame(fwd)
             except SerializationError as e:
@@ -599,7 +599,7 @@ class TransactionManager:
             d = self.connections.connection_for(next_hop, tls)
 
         def connected(dest):
-            tracked = self._track(dest, fwd, timeout) if self.needs_transaction(fwd) else None
+            tracked = self._track(dest, fwd, timeout) if self.needs_transaction(request) else None
             self.stats["requests_sent"] += 1
             wd = dest.open_stream(fwd)
             wd.addCallbacks(lambda w: sink.attach(dest, w), sink.fail)

@@ -665,20 +665,19 @@ class WorkerPool(service.Service):
         return totals
 
     @defer.inlineCallbacks
-    def list_sessions(self):
+    def _concatenated(self, method):
+        """Every running worker's list answer to method, one after another."""
         out = []
-        for _, value in (yield self._gather("list_sessions")):
+        for _, value in (yield self._gather(method)):
             if isinstance(value, list):
                 out.extend(value)
         return out
 
-    @defer.inlineCallbacks
+    def list_sessions(self):
+        return self._concatenated("list_sessions")
+
     def list_connections(self):
-        out = []
-        for _, value in (yield self._gather("list_connections")):
-            if isinstance(value, list):
-                out.extend(value)
-        return out
+        return self._concatenated("list_connections")
 
     def end_session(self, session_id):
         owner = session_id_owner(session_id)
