@@ -1,10 +1,13 @@
 """tune_malloc against the allocation pattern of relaying large chunks.
 
-Measured in fresh processes through glibc's own accounting (mallinfo2), not
-page faults: how many faults a trimmed and re-grown heap costs depends on
-the kernel (one CI run counted 1,406 untuned where a development machine
-counts tens of thousands; huge pages map 2 MiB per fault), while whether the heap is trimmed and
-buffers are mapped afresh is glibc's decision alone.
+Measured in fresh processes through glibc's own accounting (mallinfo2):
+whether the heap's top is handed back to the kernel and whether a buffer is
+mapped afresh, the two things that make every cycle fault and zero new
+pages. Untuned, how often that happens depends on the process's history,
+because glibc moves its thresholds after each freed mapping: the same
+workload counted 492 trims in most runs and 7 in one CI run, and page
+faults (the first version of this test) from 1,406 to tens of thousands.
+Tuned, it never happens, and that is what is asserted.
 """
 
 import json
@@ -66,8 +69,8 @@ class TuneMallocTests(SynchronousTestCase):
 
     def test_relay_buffers_stay_on_the_heap(self):
         plain, tuned = heap_churn("plain"), heap_churn("tuned")
-        # Untuned, glibc hands the heap's top back nearly every cycle (or maps
-        # the buffers afresh), and every page is faulted and zeroed again.
-        self.assertGreater(plain["trims"] + plain["mapped"], 400, plain)
+        # Untuned, the first 200 KiB buffer is above glibc's initial 128 KiB
+        # mmap threshold, so the workload does provoke the churn.
+        self.assertGreater(plain["mapped"], 0, plain)
         # Tuned, the buffers come from the heap and its pages are kept.
         self.assertEqual(tuned, {"trims": 0, "mapped": 0})
