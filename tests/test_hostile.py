@@ -538,31 +538,38 @@ class FramingAttackTests(HostileTestCase):
 class EncodingAttackTests(HostileTestCase):
     @inlineCallbacks
     def test_invalid_utf8_in_a_header(self):
-        """A request whose headers are not UTF-8 is invalid; its paths
-        cannot be read, so it is logged and left unanswered (no response
-        can be addressed), and the connection goes on."""
+        """A request whose headers are not UTF-8 is invalid. Its To-Path and
+        From-Path are readable, so it is answered 400 on them, and the
+        connection goes on."""
         client = yield self.connect()
+        refused = client.expect("bad1utf8")
         client.write(b"MSRP bad1utf8 SEND\r\nTo-Path: %s\r\nFrom-Path: %s\r\nMessage-ID: \xff\xfe\r\n"
                      b"-------bad1utf8$\r\n" % (str(self.ub).encode(), str(client.uri).encode()))
+        response = yield refused
+        self.assertEqual(response.code, 400)
+        self.assertIn("not valid UTF-8", response.comment)
+        self.assertEqual(response.headers["To-Path"], str(client.uri))
         yield self.log.wait_for(r"invalid MSRP message from %s \(tid bad1utf8\): header block is not valid UTF-8"
                                 % re.escape(client.local))
-        yield self.log.wait_for(r"cannot answer invalid request from %s \(tid bad1utf8\)" % re.escape(client.local))
         # The connection still works: the next request is answered.
         response = yield client.send(self.nowhere)
         self.assertEqual(response.code, 481)
-        self.assertEqual([r.tid for r in client.responses], [response.tid])
+        self.assertEqual([r.tid for r in client.responses], ["bad1utf8", response.tid])
         client.transport.loseConnection()
         yield self.recovered()
 
     @inlineCallbacks
     def test_invalid_utf8_in_a_path(self):
-        """Invalid UTF-8 in a To-Path alone: the paths are unreadable too."""
+        """Invalid UTF-8 in the To-Path: no path to answer on, so it is
+        logged and left unanswered, and the connection goes on."""
         client = yield self.connect()
         client.write(b"MSRP bad2utf8 SEND\r\nTo-Path: msrp://\xc3\x28.invalid:2855/s;tcp\r\n"
                      b"From-Path: %s\r\nMessage-ID: m\r\n-------bad2utf8$\r\n" % str(client.uri).encode())
         yield self.log.wait_for(r"invalid MSRP message from %s \(tid bad2utf8\)" % re.escape(client.local))
+        yield self.log.wait_for(r"cannot answer invalid request from %s \(tid bad2utf8\)" % re.escape(client.local))
         response = yield client.send(self.nowhere)
         self.assertEqual(response.code, 481)
+        self.assertEqual([r.tid for r in client.responses], [response.tid])
         client.transport.loseConnection()
         yield self.recovered()
 

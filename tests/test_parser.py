@@ -658,6 +658,22 @@ class HeadRuleTests(SplitMixin, SynchronousTestCase):
         self.assertEqual((ev.error.tid, ev.error.method, ev.error.code), ("tid12345", "send", 400))
         self.assertIn("tid12345", repr(ev))
 
+    def test_invalid_utf8_keeps_the_leading_paths(self):
+        """A head that is not UTF-8 still hands over its To-Path and
+        From-Path (ASCII URIs), so that the 400 can be addressed; a bad
+        byte inside a path, or paths out of place, hand over none."""
+        [ev] = Parser().feed(INVALID_FRAMES["invalid UTF-8 in a header"][0])
+        self.assertEqual(ev.error.headers, [("To-Path", TO.split(": ", 1)[1]),
+                                            ("From-Path", FROM.split(": ", 1)[1])])
+        for head, kept in (
+                (b"To-Path: msrp://\xc3\x28.invalid:2855/s;tcp\r\n" + FROM.encode(), 0),
+                (TO.encode() + b"\r\nFrom-Path: msrp://a.invalid/\xff;tcp", 1),
+                (FROM.encode() + b"\r\n" + TO.encode() + b"\r\nX: \xff", 0),
+                (TO.encode() + b"\r\nX-\xff: 1\r\n" + FROM.encode(), 1)):
+            [ev] = Parser().feed(b"MSRP tid12345 SEND\r\n" + head + b"\r\n-------tid12345$\r\n")
+            self.assertIn("not valid UTF-8", ev.error.reason)
+            self.assertEqual([name for name, _ in ev.error.headers], ["To-Path", "From-Path"][:kept], head)
+
     def test_streamed_invalid_body_is_not_emitted(self):
         """The body of an invalid frame is consumed silently, not streamed."""
         parser = Parser()

@@ -849,6 +849,15 @@ class RoutingTests(SynchronousTestCase):
         self.wire.feed(request_bytes("t00002", "SEND", B, A, [("Message-ID", "m2")]))
         self.assertEqual(len(h.requests), 1)
 
+    def test_invalid_utf8_request_400_on_its_readable_paths(self):
+        self.wire.feed(b"MSRP t00401 SEND\r\nTo-Path: " + B.encode() + b"\r\nFrom-Path: "
+                       + (R + " " + A).encode() + b"\r\nMessage-ID: m\xe9\r\n-------t00401$\r\n")
+        [response] = self.wire.received()
+        self.assertEqual((response.tid, response.code), ("t00401", 400))
+        self.assertIn("not valid UTF-8", response.comment)
+        self.assertEqual(response.headers.items(), [("To-Path", R), ("From-Path", B)])
+        self.assertEqual(self.tm.stats["refused_400"], 1)
+
     def test_invalid_request_with_body_400(self):
         self.wire.feed(b"MSRP t00400 SEND\r\nTo-Path: " + B.encode() + b"\r\nFrom-Path: " + A.encode()
                        + b"\r\nContent-Type: text/plain\r\n\r\nbody\r\n-------t00400$\r\n")

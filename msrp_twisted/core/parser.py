@@ -55,6 +55,26 @@ _KNOWN_NAMES = {name: name.lower() for name in (
 )}
 
 
+
+def _leading_paths(block):
+    """The To-Path and From-Path lines of a head that is not UTF-8 as a whole.
+
+    They are ASCII URIs and, when well placed, enough to address the 400:
+    without them a sender's bad byte further down would go unanswered and
+    its transaction would only time out.
+    """
+    items = []
+    for raw, name in zip(block.split(b"\r\n", 2), ("to-path", "from-path")):
+        key, sep, value = raw.partition(b":")
+        if not sep or key.lower() != name.encode("ascii"):
+            return items
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return items
+        items.append((key.decode("ascii"), value.strip(" \t")))
+    return items
+
 class MessageStart:
     """The head of a message; ``message.body`` is None, ``has_body`` says
     whether body data (possibly empty) follows."""
@@ -320,7 +340,8 @@ class Parser:
             text = block.decode("utf-8")
         except UnicodeDecodeError as e:
             return None, MessageError(
-                "header block is not valid UTF-8 (byte %d)" % e.start, tid_s, method, is_request)
+                "header block is not valid UTF-8 (byte %d)" % e.start, tid_s, method, is_request,
+                headers=_leading_paths(block))
         lines = text.split("\r\n") if text else []
         nl = len(lines) - 1
         if text and (text.count("\n") != nl or text.count("\r") != nl):
