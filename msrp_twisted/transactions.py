@@ -467,7 +467,7 @@ class TransactionManager:
         flag = request.flag
 
         def got_writer(writer):
-            observer = _ProducerThrottle(producer)
+            observer = _ProducerThrottle(producer, conn, request.tid)
             conn.add_writability_observer(observer)
             pd = defer.maybeDeferred(producer.startProducing, writer)
             # Only a started producer can be paused (FileBodyProducer has
@@ -632,12 +632,16 @@ class TransactionManager:
 
 @implementer(IWritabilityObserver)
 class _ProducerThrottle:
-    """Maps a destination's writability onto a body producer."""
+    """Maps a destination's writability onto a body producer, and stops
+    the producer when the destination is gone: a file would otherwise be
+    read to its end into a closed connection."""
 
     writable = True
 
-    def __init__(self, producer):
+    def __init__(self, producer, conn, tid):
         self.producer = producer
+        self.conn = conn
+        self.tid = tid
         self.paused = False
 
     def pause_producing(self):
@@ -646,6 +650,15 @@ class _ProducerThrottle:
             self.producer.pauseProducing()
 
     def resume_producing(self):
+        # A closing connection resumes its observers so that they find out.
+        if self.conn.closed:
+            log.info("stopping the body of {tid} to {peer}: {reason}", tid=self.tid,
+                     peer=self.conn.peer, reason=self.conn.close_reason)
+            try:
+                self.producer.stopProducing()
+            except Exception:
+                log.failure("body producer of {tid} failed to stop", tid=self.tid)
+            return
         if self.paused:
             self.paused = False
             self.producer.resumeProducing()

@@ -1382,6 +1382,34 @@ class StreamedBodyTests(SynchronousTestCase):
         [sink] = self.handler.sinks
         self.assertEqual((sink.body, sink.flag), (b"partial", "#"))
 
+    def test_producer_stopped_when_the_connection_dies_mid_body(self):
+        producer = ManualProducer()
+        d = self.a.tm.send_request(**send(body=producer))
+        producer.consumer.write(b"partial")
+        self.link.client.conn.pauseProducing()  # the producer is paused too
+        self.link.client.transport.loseConnection()
+        self.link.client.conn.connectionLost(Failure(ConnectionDone()))
+        self.assertEqual(producer.calls, ["start", "pause", "stop"])
+        self.failureResultOf(d, TransactionConnectionLost)
+
+    def test_file_body_producer_stops_reading_when_the_connection_dies(self):
+        data = bytes(range(256)) * 3000
+        source = BytesIO(data)
+        turns = []  # one read per turn, each turn run by hand
+        coop = Cooperator(scheduler=turns.append, terminationPredicateFactory=lambda: lambda: True)
+        producer = FileBodyProducer(source, cooperator=coop, readSize=4096)
+        d = self.a.tm.send_request(**send(body=producer))
+        for _ in range(5):
+            turns.pop(0)()
+        self.assertEqual(source.tell(), 5 * 4096)
+        self.link.client.conn.connectionLost(Failure(ConnectionDone()))
+        # Stopped: FileBodyProducer closes its file and reads no more.
+        self.assertTrue(source.closed)
+        while turns:
+            turns.pop(0)()
+        self.failureResultOf(d, TransactionConnectionLost)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_file_body_producer_starting_while_not_writable(self):
         data = bytes(range(256)) * 300
         coop = Cooperator(scheduler=lambda f: self.clock.callLater(0, f))
