@@ -44,6 +44,39 @@ def run(command, *args):
     return d.addCallback(lambda r: (r[0].decode(), r[1].decode(), r[2]))
 
 
+class _Collect(protocol.ProcessProtocol):
+    def __init__(self, data):
+        self.data = data
+        self.out, self.err = [], []
+        self.ended = Deferred()
+
+    def connectionMade(self):
+        if self.data is not None:
+            self.transport.write(self.data)
+            self.transport.closeStdin()
+
+    def outReceived(self, data):
+        self.out.append(data)
+
+    def errReceived(self, data):
+        self.err.append(data)
+
+    def processEnded(self, reason):
+        self.ended.callback((b"".join(self.out).decode(), b"".join(self.err).decode(),
+                             reason.value.exitCode))
+
+
+def send_stdin(path, stdin):
+    """msrp-send PATH - with stdin bytes written to a pipe, or an open
+    file given as its standard input. Fires like run()."""
+    if isinstance(stdin, bytes):
+        collect, fds = _Collect(stdin), {0: "w", 1: "r", 2: "r"}
+    else:
+        collect, fds = _Collect(None), {0: stdin.fileno(), 1: "r", 2: "r"}
+    reactor.spawnProcess(collect, SEND[0], SEND + [path, "-"], env=child_env(), path=REPO, childFDs=fds)
+    return collect.ended
+
+
 def sha256_of(path):
     with open(path, "rb") as f:
         return hashlib.sha256(f.read()).hexdigest()
@@ -184,6 +217,33 @@ class DirectTests(CLITestCase):
 
 
     @inlineCallbacks
+    def test_stdin_pipe_and_redirected_file(self):
+        """'-' sends standard input: from a pipe (spooled, here past its
+        1 MiB in memory) and from a file redirected with '<'."""
+        listener = self.listen("--listen", "msrp:127.0.0.1:0", "--save-dir", self.directory, "--count", "2")
+        path = yield listener.path
+        piped = os.urandom(3 * 1024 * 1024 + 7)
+        out, err, code = yield send_stdin(path, piped)
+        self.assertEqual(code, 0, err)
+        self.assertIn("(%d bytes)" % len(piped), out)
+
+        source = os.path.join(self.directory, "redirected.bin")
+        with open(source, "wb") as f:
+            f.write(b"skipped" + os.urandom(70000))
+        with open(source, "rb") as f:
+            f.seek(len(b"skipped"))  # sent from where the file stands, as cat would
+            out, err, code = yield send_stdin(path, f)
+        self.assertEqual(code, 0, err)
+        self.assertIn("(70000 bytes)", out)
+
+        self.assertEqual((yield listener.ended), 0)
+        sums = re.findall(r"\(application/octet-stream, (\d+) bytes\) sha256 ([0-9a-f]{64})", listener.stdout)
+        with open(source, "rb") as f:
+            redirected = f.read()[len(b"skipped"):]
+        self.assertEqual(sums, [(str(len(piped)), hashlib.sha256(piped).hexdigest()),
+                                (str(len(redirected)), hashlib.sha256(redirected).hexdigest())])
+
+    @inlineCallbacks
     def test_echo_sends_files_back(self):
         """--echo returns each message to its sender, a saved file included."""
         listener = self.listen("--listen", "msrp:127.0.0.1:0", "--save-dir", self.directory, "--echo")
@@ -241,6 +301,30 @@ class RelayTests(CLITestCase):
         self.assertIn("delivered: message", out)
         self.assertEqual((yield listener.ended), 0)
         self.assertIn("(text/plain, 13 bytes): via the relay", listener.stdout)
+
+
+class ReadStdinTests(TestCase):
+    @inlineCallbacks
+    def test_pipe_is_spooled_with_its_size(self):
+        from msrp_twisted.cli.send import read_stdin
+        data = os.urandom(300000)
+        r, w = os.pipe()
+        # More than a pipe holds: the writer needs the reader going.
+        reactor.callInThread(lambda: (os.write(w, data), os.close(w)))
+        with os.fdopen(r, "rb") as pipe:
+            spooled, size = yield read_stdin(reactor, pipe)
+        self.addCleanup(spooled.close)
+        self.assertEqual((size, spooled.read()), (len(data), data))
+
+    @inlineCallbacks
+    def test_regular_file_is_sent_from_where_it_stands(self):
+        from msrp_twisted.cli.send import read_stdin
+        with tempfile.TemporaryFile() as f:
+            f.write(b"x" * 1000)
+            f.seek(100)
+            same, size = yield read_stdin(reactor, f)
+            self.assertIs(same, f)
+            self.assertEqual(size, 900)
 
 
 class ErrorTests(CLITestCase):

@@ -6,9 +6,11 @@ for by default) or, with --no-report, the 200 of every chunk.
 
 import os
 import pathlib
+import stat
 import sys
+import tempfile
 
-from twisted.internet import defer
+from twisted.internet import defer, threads
 from twisted.python import usage
 
 from ..core.errors import URIError
@@ -20,7 +22,9 @@ PROG = "msrp-send"
 
 class Options(CommonOptions):
     synopsis = "URI (--text TEXT | --file PATH | -) [options]"
-    longdesc = "Send one message to the MSRP path URI (several URIs separated by spaces for a path)."
+    longdesc = ("Send one message to the MSRP path URI (several URIs separated by spaces for a path). "
+                "With '-', standard input is read to its end first; from a pipe it is spooled "
+                "(1 MiB in memory, the rest in a temporary file).")
     optParameters = CommonOptions.optParameters + [
         ["text", "t", None, "text to send (text/plain)"],
         ["file", "f", None, "file to send (streamed from disk)"],
@@ -57,6 +61,45 @@ class Options(CommonOptions):
             raise usage.UsageError("--file: %s is not a readable file" % self["file"])
 
 
+# Standard input from a pipe or a terminal is spooled before sending:
+# in memory up to this size, on disk beyond it.
+STDIN_SPOOL_MEMORY = 1 << 20
+
+
+def _spool(source, limit=STDIN_SPOOL_MEMORY):
+    spool = tempfile.SpooledTemporaryFile(max_size=limit, prefix="msrp-send-")
+    try:
+        while True:
+            data = source.read(1 << 16)
+            if not data:
+                break
+            spool.write(data)
+        size = spool.tell()
+        spool.seek(0)
+    except BaseException:
+        spool.close()
+        raise
+    return spool, size
+
+
+def read_stdin(reactor, stdin):
+    """Fires with (binary file, size) for what standard input holds.
+
+    A regular file (``< file``) is sent as it is. A pipe or a terminal is
+    spooled first, in a thread: memory stays bounded whatever is piped in,
+    the reactor never waits on a slow writer, and every chunk's Byte-Range
+    carries the total instead of '*'.
+    """
+    try:
+        regular = stat.S_ISREG(os.fstat(stdin.fileno()).st_mode)
+    except (OSError, AttributeError, ValueError):
+        regular = False
+    if regular:
+        here = stdin.tell()
+        return defer.succeed((stdin, os.fstat(stdin.fileno()).st_size - here))
+    return threads.deferToThreadPool(reactor, reactor.getThreadPool(), _spool, stdin)
+
+
 class Progress:
     def __init__(self, out, total, quiet):
         self.out = out
@@ -86,6 +129,11 @@ def run(reactor, options, out=sys.stdout, err=sys.stderr):
     from ..endpoint import Endpoint
     from ..protocol import TransportSettings
 
+    stdin = None
+    if options["stdin"]:
+        # Read before connecting: a session is not held open while a
+        # pipeline upstream is still working.
+        stdin, stdin_size = yield read_stdin(reactor, sys.stdin.buffer)
     ep = Endpoint(reactor, tls=options.tls_settings(), transaction_timeout=options["timeout"],
                   settings=TransportSettings(tls_handshake_timeout=int(options["timeout"] * 1000)))
     try:
@@ -98,7 +146,7 @@ def run(reactor, options, out=sys.stdout, err=sys.stderr):
             content, total = pathlib.Path(options["file"]), os.path.getsize(options["file"])
             ctype = "application/octet-stream"
         else:
-            content, ctype, total = sys.stdin.buffer.read(), "application/octet-stream", None
+            content, ctype, total = stdin, "application/octet-stream", stdin_size
         ctype = options["content-type"] or ctype
         headers = []
         if options["file"]:
@@ -117,6 +165,8 @@ def run(reactor, options, out=sys.stdout, err=sys.stderr):
         out.write("delivered: message %s (%s bytes), confirmed by %s\n" % (msg.message_id, size, how))
         return EXIT_OK
     finally:
+        if stdin is not None and stdin is not sys.stdin.buffer:
+            stdin.close()
         yield ep.close()
 
 
