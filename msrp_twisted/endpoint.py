@@ -174,31 +174,39 @@ class Endpoint:
         # msrps traffic from ever being addressed to a plain msrp URI.
         scheme = relays[0][0].scheme if relays and not self.listening else None
         local = self.local_uri(session_id, scheme)
-        use_paths = yield self.authenticate_relays(local, relays, expires)
+        use_paths, granted = yield self._authenticate_relays(local, relays, expires)
         from .session import Session
 
         session = Session(self, local, use_paths, **options)
         session.relays = relays
         session.expires = expires
         session._watch_first_hop()
+        session._schedule_auth_refresh(granted)
         self.sessions[local.session_id] = session
         return session
 
-    @defer.inlineCallbacks
     def authenticate_relays(self, local, relays, expires=None):
         """AUTH to each relay in order, each through the ones before it;
         returns the Use-Paths, nearest relay first."""
+        return self._authenticate_relays(local, relays, expires).addCallback(lambda r: r[0])
+
+    @defer.inlineCallbacks
+    def _authenticate_relays(self, local, relays, expires=None):
+        """(Use-Paths, the shortest Expires granted or None)."""
         use_paths = []
+        shortest = None
         for relay_uri, username, password in relays:
             try:
-                use_path, _ = yield authenticate(self.transactions, relay_uri, local, username, password,
-                                                 via=use_paths, expires=expires, tls=self.tls)
+                use_path, granted = yield authenticate(self.transactions, relay_uri, local, username, password,
+                                                       via=use_paths, expires=expires, tls=self.tls)
             except (SendError, TransactionError) as e:
                 # Say which relay, not just which socket.
                 raise EndpointError("cannot reach relay %s: %s" % (relay_uri, e),
                                     getattr(e, "code", None)) from None
             use_paths.extend(use_path[len(use_paths):] if use_path[:len(use_paths)] == use_paths else use_path)
-        return use_paths
+            if granted is not None and (shortest is None or granted < shortest):
+                shortest = granted
+        return use_paths, shortest
 
     def _session_closed(self, session):
         self.sessions.pop(session.local_uri.session_id, None)

@@ -18,6 +18,10 @@ from .transactions import TransactionError
 
 log = Logger()
 
+# A session through relays AUTHs again after this share of the shortest
+# Expires granted, so the relays' sessions never lapse under it.
+AUTH_REFRESH_SHARE = 2 / 3
+
 
 class DeliveryFailed(EndpointError):
     """The far end (or a relay) reported that a message did not arrive."""
@@ -125,11 +129,17 @@ class Session:
     must tell the peer (in SIP, a re-INVITE). The active side then sends the
     connection-opening empty SEND again. ``on_disconnected(session, error)``
     is called when every attempt failed.
+
+    Through relays, the session AUTHs again at 2/3 of the shortest Expires
+    granted (``refresh_auth``), so that a long chat outlives its relay
+    sessions; ``clock`` (default: the endpoint's reactor) runs that timer.
     """
 
     def __init__(self, endpoint, local_uri, use_paths=(), on_message=None, chunk_size=DEFAULT_CHUNK_SIZE,
                  spool_dir=None, max_size=None, keepalive=None, on_message_failed=None,
-                 reconnect=None, on_path_changed=None, on_disconnected=None):
+                 reconnect=None, on_path_changed=None, on_disconnected=None, clock=None):
+        # The session's own timers (AUTH refresh, reconnect, keep-alive).
+        self.clock = clock if clock is not None else endpoint.reactor
         self.reconnect_policy = reconnect
         self.on_path_changed = on_path_changed
         self.on_disconnected = on_disconnected
@@ -140,6 +150,8 @@ class Session:
         self._first_hop = None
         self._reconnect_call = None
         self._reconnecting = False
+        self._auth_refresh_call = None
+        self.auth_expires = None
         self.endpoint = endpoint
         self.tm = endpoint.transactions
         self.local_uri = local_uri
@@ -310,7 +322,7 @@ class Session:
     def start_keepalive(self, interval, clock=None):
         """An empty SEND every interval seconds keeps connections and relay
         sessions from idling out; a failed one is logged. clock defaults to
-        the endpoint's reactor."""
+        the session's clock."""
         self.stop_keepalive()
 
         def ping():
@@ -322,7 +334,7 @@ class Session:
                                             sid=self.session_id, err=f.getErrorMessage()))
 
         self._keepalive = task.LoopingCall(ping)
-        self._keepalive.clock = clock if clock is not None else self.endpoint.reactor
+        self._keepalive.clock = clock if clock is not None else self.clock
         self._keepalive.start(interval, now=False)
 
     def stop_keepalive(self):
@@ -348,7 +360,7 @@ class Session:
 
     def _schedule_reconnect(self, attempt):
         delay = self.reconnect_policy.delay(attempt)
-        self._reconnect_call = self.endpoint.reactor.callLater(delay, self._try_reconnect, attempt)
+        self._reconnect_call = self.clock.callLater(delay, self._try_reconnect, attempt)
 
     def _try_reconnect(self, attempt):
         self._reconnect_call = None
@@ -383,23 +395,74 @@ class Session:
         if self.closed:
             raise SessionClosed("session %s is closed" % self.session_id)
         if self.relays:
-            use_paths = yield self.endpoint.authenticate_relays(self.local_uri, self.relays, self.expires)
-            changed = use_paths != self.use_paths
-            self.use_paths = use_paths
-            if self.peer_path is not None:
-                self.to_path = self.use_paths + self.peer_path
-            if changed and self.on_path_changed is not None:
-                self.on_path_changed(self)
+            yield self._authenticate_again()
         if self.peer_path is not None and self.active:
             yield self.connect(self.peer_path, active=True)
         else:
             self._watch_first_hop()
         return self
 
+    # -- keeping the relays' sessions alive -----------------------------------
+    def refresh_auth(self):
+        """AUTH again at every relay, over the connection in use, before
+        their sessions expire. A relay that keeps the session (ours does
+        for the same connection and URI) answers with the same Use-Path; one
+        that hands out a new one gets ``on_path_changed`` called. Fires with
+        the session; done on its own at 2/3 of the shortest Expires."""
+        if self.closed:
+            return defer.fail(SessionClosed("session %s is closed" % self.session_id))
+        if not self.relays:
+            return defer.succeed(self)
+        return self._authenticate_again().addCallback(lambda _: self)
+
+    @defer.inlineCallbacks
+    def _authenticate_again(self):
+        use_paths, granted = yield self.endpoint._authenticate_relays(self.local_uri, self.relays, self.expires)
+        if self.closed:
+            return
+        changed = use_paths != self.use_paths
+        self.use_paths = use_paths
+        if self.peer_path is not None:
+            self.to_path = self.use_paths + self.peer_path
+        self._schedule_auth_refresh(granted)
+        if changed and self.on_path_changed is not None:
+            self.on_path_changed(self)
+
+    def _cancel_auth_refresh(self):
+        call, self._auth_refresh_call = self._auth_refresh_call, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _schedule_auth_refresh(self, granted, share=AUTH_REFRESH_SHARE):
+        self._cancel_auth_refresh()
+        if granted is not None:
+            self.auth_expires = granted
+        if self.closed or not self.relays or self.auth_expires is None:
+            return
+        self._auth_refresh_call = self.clock.callLater(
+            max(1.0, self.auth_expires * share), self._auth_refresh_due)
+
+    def _auth_refresh_due(self):
+        self._auth_refresh_call = None
+        if self.closed or self._reconnecting:
+            return  # a reconnect authenticates anyway
+
+        def failed(f):
+            if self.closed:
+                return None
+            # Half of what is left: another try or two before the expiry.
+            log.warn("session {sid}: refreshing the AUTH at the relays failed: {err}; trying again",
+                     sid=self.session_id, err=f.getErrorMessage())
+            self._schedule_auth_refresh(None, (1 - AUTH_REFRESH_SHARE) / 2)
+            return None
+
+        self.refresh_auth().addErrback(failed)
+
     def close(self):
         if self.closed:
             return
         self.closed = True
+        self._cancel_auth_refresh()
         if self._reconnect_call is not None and self._reconnect_call.active():
             self._reconnect_call.cancel()
         self._reconnect_call = None

@@ -798,11 +798,13 @@ class AuthAttackTests(HostileTestCase):
     @inlineCallbacks
     def test_session_flood_by_one_user(self):
         """One set of credentials cannot fill the session table: past
-        max_sessions_per_user (3) a valid AUTH is refused 403. Closing the
-        connection ends the sessions and frees the quota."""
+        max_sessions_per_user (3) a valid AUTH for yet another client URI is
+        refused 403 (one for the same URI would refresh its session).
+        Closing the connection ends the sessions and frees the quota."""
         mallory = yield self.connect()
         codes = []
         for _ in range(5):
+            mallory.uri = mallory.uri.with_session(new_session_id())
             response = yield mallory.auth(self.relay_uri, "mallory", USERS["mallory"])
             codes.append(response.code)
         self.assertEqual(codes, [200, 200, 200, 403, 403])

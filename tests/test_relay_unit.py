@@ -114,6 +114,42 @@ class ExpiryTests(SynchronousTestCase):
         self.assertEqual(h.received(b), [])
         self.assertEqual([s["user"] for s in h.relay.list_sessions()], ["bob"])
 
+    def test_second_auth_refreshes_the_session(self):
+        """Another AUTH on the same connection for the same client URI keeps
+        the Use-Path and restarts the lifetime instead of adding a session."""
+        h = Harness()
+        a, ua = h.authenticated("alice", expires=60)
+        b, ub = h.authenticated("bob", expires=3600)
+        h.clock.advance(50)
+        response = h.run(a.auth(h.uri, "alice", USERS["alice"], expires=60))
+        self.assertEqual((response.use_path[0], response.expires), (ua, 60))
+        self.assertEqual(sorted(s["user"] for s in h.relay.list_sessions()), ["alice", "bob"])
+        self.assertEqual((h.relay.stats["auth_ok"], h.relay.stats["auth_refreshed"]), (3, 1))
+        self.assertEqual(h.relay.sessions.stats["sessions_created"], 2)
+        h.clock.advance(59)  # t=109: past the first lifetime, within the second
+        self.assertEqual(h.run(b.send([ub, ua, a.uri], b"still here")).code, 200)
+        self.assertEqual([r.body for r in h.received(a)], [b"still here"])
+        h.clock.advance(1)
+        self.assertIsNone(h.relay.sessions.get(ua.session_id))
+
+    def test_refresh_is_per_user_and_client_uri(self):
+        """Another client URI, or another user, on the same connection gets
+        a session of its own."""
+        h = Harness()
+        a, ua = h.authenticated("alice")
+        a.uri = a.uri.with_session(new_session_id())  # a second chat over the connection
+        other = h.run(a.auth(h.uri, "alice", USERS["alice"])).use_path[0]
+        as_bob = h.run(a.auth(h.uri, "bob", USERS["bob"])).use_path[0]
+        self.assertEqual(len({ua, other, as_bob}), 3)
+        self.assertEqual(h.relay.stats["auth_refreshed"], 0)
+        self.assertEqual(len(h.relay.list_sessions()), 3)
+
+    def test_refresh_is_not_counted_against_max_sessions_per_user(self):
+        h = Harness()
+        h.relay.max_sessions_per_user = 1
+        a, ua = h.authenticated("alice")
+        self.assertEqual(h.run(a.auth(h.uri, "alice", USERS["alice"])).use_path[0], ua)
+
     def test_connection_kept_alive_for_the_auth_lifetime(self):
         """An idle authenticated connection outlives idle_timeout until its
         session expires; then the idle rule applies again."""

@@ -63,7 +63,7 @@ class Relay:
         for uri in relay_uris:
             self.add_uri(uri)
         self.stats = dict.fromkeys(
-            ("auth_ok", "auth_challenged", "auth_refused", "frames_relayed",
+            ("auth_ok", "auth_refreshed", "auth_challenged", "auth_refused", "frames_relayed",
              "frames_refused", "reports_generated", "downstream_errors"), 0)
         tm.add_handler(self, match=self.is_own)
 
@@ -210,6 +210,14 @@ class Relay:
             return
         if throttle is not None:
             throttle.succeeded(conn.remote_host)
+        session = self.sessions.find(conn, result.username, request.from_path[0], top)
+        if session is not None:
+            self.sessions.refresh(session, lifetime)
+            self.stats["auth_refreshed"] += 1
+            log.info("AUTH ok: {user} from {peer} refreshed session {sid} for {expires}s",
+                     user=result.username, peer=conn.peer, sid=session.session_id, expires=lifetime)
+            self._auth_ok(conn, request, session, lifetime, result)
+            return
         cap = self.max_sessions_per_user
         if cap and self.sessions.count_for(result.username) >= cap:
             self.stats["auth_refused"] += 1
@@ -218,9 +226,12 @@ class Relay:
             self.tm.send_reply(conn, request, 403, "Too many sessions for this user")
             return
         session = self.sessions.create(result.username, conn, request.from_path[0], top, lifetime)
-        self.stats["auth_ok"] += 1
         log.info("AUTH ok: {user} from {peer}, session {sid} for {expires}s",
                  user=result.username, peer=conn.peer, sid=session.session_id, expires=lifetime)
+        self._auth_ok(conn, request, session, lifetime, result)
+
+    def _auth_ok(self, conn, request, session, lifetime, result):
+        self.stats["auth_ok"] += 1
         headers = [("Use-Path", str(session.use_path)), ("Expires", str(lifetime))]
         if result.authentication_info:
             headers.append(("Authentication-Info", result.authentication_info))

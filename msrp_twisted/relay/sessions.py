@@ -2,8 +2,9 @@
 
 A session is what a successful AUTH hands out: an unguessable session-id in
 the Use-Path, bound to the client's connection and to the first From-Path
-URI of its AUTH, valid until Expires. It dies with its connection: a client
-that reconnects authenticates again.
+URI of its AUTH, valid until Expires. Another AUTH from the same user, connection and client
+URI refreshes it (same Use-Path, new Expires). It dies with its
+connection: a client that reconnects authenticates again.
 """
 
 from twisted.logger import Logger
@@ -85,6 +86,16 @@ class SessionTable:
         self.stats["sessions_created"] += 1
         conn.keep_alive_until(s.expires_at)
         return s
+
+    def find(self, conn, user, client_uri, relay_uri):
+        """The session user holds on conn for client_uri at relay_uri, if any:
+        an AUTH that matches one refreshes it instead of adding another."""
+        relay_uri = relay_uri.with_session(None)
+        for sid in self._by_conn.get(conn.conn_id, ()):
+            s = self._sessions[sid]
+            if s.user == user and s.client_uri == client_uri and s.use_path.with_session(None) == relay_uri:
+                return s
+        return None
 
     def refresh(self, session, lifetime):
         now = self.reactor.seconds()
