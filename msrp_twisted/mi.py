@@ -11,6 +11,8 @@ may hold fewer entries than C{limit} because the server also stops filling it
 before the encoded list would overflow; L{call_paged} follows the pages.
 """
 
+import ipaddress
+
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
 from twisted.logger import Logger
@@ -36,6 +38,7 @@ __all__ = [
     "UnknownSession",
     "call_paged",
     "describe_address",
+    "exposure_warning",
 ]
 
 # Entries per page a client may ask for; larger limits are clamped to it.
@@ -236,6 +239,26 @@ class IManagement(Interface):
 
     def reload_tls():
         """Reload TLS material; raise an exception naming the reason on failure."""
+
+
+def exposure_warning(address):
+    """Why a listening MI address is open to more than this host, or None.
+
+    The commands are not authenticated: who can connect can end sessions.
+    Loopback limits that to local users, a UNIX socket to those its file
+    mode admits (``unix:PATH:mode=600``).
+    """
+    host = getattr(address, "host", None)
+    if getattr(address, "type", None) != "TCP" or host is None:
+        return None
+    try:
+        if ipaddress.ip_address(host.split("%", 1)[0]).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return ("MI on %s is reachable from other hosts and has no authentication: anyone who "
+            "can connect can end sessions and reload files; listen on 127.0.0.1 or on a UNIX "
+            "socket (e.g. unix:/run/msrp/mi.sock:mode=600)" % describe_address(address))
 
 
 def describe_address(address):

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from .config import MSRPConfig
 from .connections import ConnectionManager, parse_listener
-from .mi import IManagement, ManagementFactory, describe_address
+from .mi import IManagement, ManagementFactory, describe_address, exposure_warning
 from .protocol import TransportSettings
 from .transactions import TransactionManager
 
@@ -182,6 +182,9 @@ class MSRPService(service.Service):
                 raise StartupError("--mi: cannot listen on %s: %s" % (c.mi, e)) from None
             log.info("MSRP management (AMP) on {mi} ({address})", mi=c.mi,
                      address=describe_address(self.mi_port.getHost()))
+            exposed = exposure_warning(self.mi_port.getHost())
+            if exposed:
+                log.warn("{warning}", warning=exposed)
         log.info("MSRP relay ready; URIs: {uris}", uris=" ".join(str(u) for u in self.relay.uris))
         return self
 

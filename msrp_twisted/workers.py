@@ -511,7 +511,7 @@ class WorkerPool(service.Service):
         if c.mi and c.mi.lower() != "none":
             from twisted.internet.endpoints import serverFromString
 
-            from .mi import ManagementFactory, describe_address
+            from .mi import ManagementFactory, describe_address, exposure_warning
 
             d = serverFromString(self.reactor, c.mi).listen(ManagementFactory(self))
             failed = []
@@ -521,6 +521,9 @@ class WorkerPool(service.Service):
             if self.mi_port is not None:
                 log.info("MSRP management (AMP) on {mi} ({address}), answering for {n} workers",
                          mi=c.mi, address=describe_address(self.mi_port.getHost()), n=self.count)
+                exposed = exposure_warning(self.mi_port.getHost())
+                if exposed:
+                    log.warn("{warning}", warning=exposed)
 
     def _start_all(self):
         for index in range(self.count):

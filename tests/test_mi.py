@@ -4,6 +4,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import sys
 import tempfile
 
@@ -417,7 +418,9 @@ class UnixSocketTests(ServerMixin, unittest.TestCase):
         self.addCleanup(shutil.rmtree, directory)
         path = os.path.join(directory, "mi.sock")
         events = self.captureLog()
-        await self.listen(f"unix:{path}")
+        # The access control a UNIX socket gives: its file mode.
+        await self.listen(f"unix:{path}:mode=600")
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
         self.service.connections = [connection(1)]
         client = await self.connect(UNIXClientEndpoint(reactor, path))
         self.assertEqual(await client.callRemote(mi.MSRPTrace, trace_mode="on"), {"status": "on"})
@@ -426,6 +429,21 @@ class UnixSocketTests(ServerMixin, unittest.TestCase):
         out, err, code = await run_cli("--connect", f"unix:{path}", "list_connections")
         self.assertEqual((err, code), (b"", 0))
         self.assertEqual(json.loads(out), {"connections": [connection(1)], "total": 1})
+
+
+class ExposureTests(unittest.SynchronousTestCase):
+    def test_only_addresses_beyond_this_host_are_flagged(self):
+        from twisted.internet.address import IPv4Address, IPv6Address, UNIXAddress
+
+        for address in (IPv4Address("TCP", "127.0.0.1", 2856), IPv4Address("TCP", "127.3.0.1", 2856),
+                        IPv6Address("TCP", "::1", 2856), UNIXAddress(b"/run/msrp/mi.sock")):
+            self.assertIsNone(mi.exposure_warning(address), address)
+        for address, shown in ((IPv4Address("TCP", "0.0.0.0", 2856), "0.0.0.0:2856"),
+                               (IPv4Address("TCP", "192.0.2.7", 2856), "192.0.2.7:2856"),
+                               (IPv6Address("TCP", "::", 2856), "[::]:2856")):
+            warning = mi.exposure_warning(address)
+            self.assertIn("MI on %s is reachable from other hosts" % shown, warning)
+            self.assertIn("unix:/run/msrp/mi.sock:mode=600", warning)
 
 
 def run_cli(*arguments):
