@@ -73,7 +73,7 @@ class _Transaction:
     of plain callables. With the manager's default timeout it waits in the
     manager's deadline queue; any other timeout gets its own timer."""
 
-    __slots__ = ("request", "conn", "deferred", "callbacks", "timer", "deadline", "key")
+    __slots__ = ("request", "conn", "deferred", "callbacks", "timer", "deadline", "key", "timeout")
 
     def __init__(self, request, conn, deferred, callbacks, key):
         self.request = request
@@ -83,6 +83,7 @@ class _Transaction:
         self.timer = None
         self.deadline = None
         self.key = key
+        self.timeout = None
 
     def succeed(self, response):
         if self.deferred is not None:
@@ -339,12 +340,33 @@ class TransactionManager:
             if self._sweep_timer is None:
                 self._sweep_timer = self.reactor.callLater(self.timeout, self._sweep)
         else:
+            tx.timeout = timeout
             tx.timer = self.reactor.callLater(timeout, self._timed_out, key)
         tids = self._by_conn.get(conn.conn_id)
         if tids is None:
             tids = self._by_conn[conn.conn_id] = set()
         tids.add(request.tid)
         return d
+
+    def _body_sent(self, conn, tid):
+        """The end-line of a streamed request is written: its timeout counts
+        from here, so the time a large body takes to go out (behind a slow
+        next hop) is not taken from the wait for its response."""
+        tx = self._pending.get((conn.conn_id, tid))
+        if tx is None:
+            return
+        if tx.timer is not None:
+            if tx.timer.active():
+                tx.timer.reset(tx.timeout)
+            return
+        deadline = self.reactor.seconds() + self.timeout
+        if deadline - tx.deadline < 1.0:
+            return  # the usual case: the body went out with its head
+        # To the back of the queue, which stays in deadline order.
+        deadlines = self._deadlines
+        deadlines.pop(tx.key, None)
+        tx.deadline = deadline
+        deadlines[tx.key] = tx
 
     def _untime(self, tx):
         if tx.timer is not None:
@@ -478,6 +500,7 @@ class TransactionManager:
             def done(r):
                 conn.remove_writability_observer(observer)
                 writer.end(flag)
+                self._body_sent(conn, request.tid)
                 return r
 
             def failed(f):
@@ -586,12 +609,12 @@ class TransactionManager:
             if tracked:
                 self._track(conn, fwd, timeout, callbacks)
             self.stats["requests_sent"] += 1
-            sink = _ForwardingSink(source)
+            sink = _ForwardingSink(source, self)
             sink.attach(conn, writer)
             if not tracked:
                 callbacks[0](None)
             return sink, None
-        sink = _ForwardingSink(source)
+        sink = _ForwardingSink(source, self)
         result = defer.Deferred()
         if conn is not None:
             d = defer.succeed(conn)
@@ -678,8 +701,9 @@ class _ForwardingSink:
 
     writable = True
 
-    def __init__(self, source):
+    def __init__(self, source, tm):
         self.source = source
+        self.tm = tm
         self.dest = None
         self.writer = None
         self.held = []
@@ -699,6 +723,7 @@ class _ForwardingSink:
             self._resume_source()
         elif self.ended is not None:
             writer.end(self.ended)
+            self.tm._body_sent(dest, writer.tid)
             self._resume_source()
         else:
             dest.add_writability_observer(self)
@@ -731,8 +756,10 @@ class _ForwardingSink:
             self.held.append(data)
 
     def body_end(self, flag):
-        if self.writer is not None:
-            self.writer.end(flag)
+        writer = self.writer
+        if writer is not None:
+            writer.end(flag)
+            self.tm._body_sent(self.dest, writer.tid)
             self._finish()
         else:
             self.ended = flag

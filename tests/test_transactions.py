@@ -1257,6 +1257,21 @@ class ForwardStreamTests(SynchronousTestCase):
         [[failure]] = handler.results
         self.assertTrue(failure.check(TransactionConnectionLost))
 
+    def test_timeout_counts_from_the_end_of_the_body(self):
+        """A body that takes 25 s to come through still leaves the next hop
+        the whole 30 s to answer once its end-line is written."""
+        dest = self.node.wire("out")
+        handler = self.forward_to(dest.conn)
+        self.source.feed(self.frame[:self.head_len + 5000])
+        self.clock.advance(25)
+        self.source.feed(self.frame[self.head_len + 5000:])
+        self.clock.advance(DEFAULT_TIMEOUT - 0.5)
+        self.assertEqual(handler.results, [[]])
+        self.clock.advance(0.5)
+        [[failure]] = handler.results
+        self.assertTrue(failure.check(TransactionTimeout))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
 
 class ForwardStreamCallbackTests(ForwardStreamTests):
     """Every forward_stream test again, outcomes through callbacks."""
@@ -1409,6 +1424,34 @@ class StreamedBodyTests(SynchronousTestCase):
             turns.pop(0)()
         self.failureResultOf(d, TransactionConnectionLost)
         self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_timeout_counts_from_the_end_of_a_produced_body(self):
+        producer = ManualProducer()
+        d = self.a.tm.send_request(**send(body=producer), timeout=20)
+        producer.consumer.write(b"x" * 1000)
+        self.clock.advance(15)
+        producer.done.callback(None)
+        self.clock.advance(19.5)
+        self.assertNoResult(d)
+        self.clock.advance(0.5)
+        self.failureResultOf(d, TransactionTimeout)
+
+    def test_slow_body_keeps_the_deadline_queue_in_order(self):
+        """A request whose body ends late goes behind one sent whole in the
+        meantime (on another connection): each times out at its own
+        deadline, not the later one's."""
+        slow_wire, quick_wire = self.a.wire("out"), self.a.wire("out")
+        producer = ManualProducer()
+        slow = self.a.tm.send_request(**send(body=producer), conn=slow_wire.conn)  # t=0
+        self.clock.advance(5)
+        quick = self.a.tm.send_request(**send(body=b"quick"), conn=quick_wire.conn)  # t=5
+        self.clock.advance(5)
+        producer.done.callback(None)  # t=10: the slow body ends
+        self.clock.advance(DEFAULT_TIMEOUT - 5)  # t=35
+        self.failureResultOf(quick, TransactionTimeout)
+        self.assertNoResult(slow)
+        self.clock.advance(5)  # t=40
+        self.failureResultOf(slow, TransactionTimeout)
 
     def test_file_body_producer_starting_while_not_writable(self):
         data = bytes(range(256)) * 300
