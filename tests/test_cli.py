@@ -4,6 +4,7 @@ right code, never a traceback)."""
 
 import hashlib
 import os
+import pty
 import re
 import shutil
 import sys
@@ -203,7 +204,7 @@ class DirectTests(CLITestCase):
         self.assertEqual(code, 0, err)
         self.assertIn("delivered: message", out)
         self.assertIn("(%d bytes)" % (3 * 1024 * 1024 + 5), out)
-        self.assertNotIn("Traceback", err)
+        self.assertEqual(err, "")  # no progress bar: stderr is not a terminal
 
         self.assertEqual((yield listener.ended), 0)
         lines = listener.stdout.splitlines()
@@ -242,6 +243,25 @@ class DirectTests(CLITestCase):
             redirected = f.read()[len(b"skipped"):]
         self.assertEqual(sums, [(str(len(piped)), hashlib.sha256(piped).hexdigest()),
                                 (str(len(redirected)), hashlib.sha256(redirected).hexdigest())])
+
+    @inlineCallbacks
+    def test_progress_bar_on_a_terminal(self):
+        listener = self.listen("--listen", "msrp:127.0.0.1:0", "--save-dir", self.directory, "--count", "1")
+        path = yield listener.path
+        source = os.path.join(self.directory, "ten-chunks.bin")
+        with open(source, "wb") as f:
+            f.write(os.urandom(10 * 4096))
+        master, terminal = pty.openpty()
+        self.addCleanup(os.close, master)
+        collect = _Collect(None)
+        reactor.spawnProcess(collect, SEND[0], SEND + [path, "--file", source, "--chunk-size", "4096"],
+                             env=child_env(), path=REPO, childFDs={0: "w", 1: "r", 2: terminal})
+        os.close(terminal)
+        out, _, code = yield collect.ended
+        self.assertEqual(code, 0)
+        bar = os.read(master, 65536).decode()
+        self.assertIn("[#########################] 100% 40960/40960 bytes", bar)
+        self.assertEqual((yield listener.ended), 0)
 
     @inlineCallbacks
     def test_echo_sends_files_back(self):

@@ -33,7 +33,7 @@ class Options(CommonOptions):
     ]
     optFlags = CommonOptions.optFlags + [
         ["no-report", None, "do not ask for a success REPORT; 200s confirm delivery"],
-        ["quiet", "q", "no progress bar"],
+        ["quiet", "q", "no progress bar (there is none unless stderr is a terminal)"],
     ]
 
     def parseArgs(self, uri, source=None):
@@ -152,7 +152,9 @@ def run(reactor, options, out=sys.stdout, err=sys.stderr):
         if options["file"]:
             name = os.path.basename(options["file"]).replace('"', "")
             headers.append(("Content-Disposition", 'attachment; filename="%s"' % name))
-        progress = Progress(err, total, options["quiet"] or not options["file"])
+        # A bar only for a file, and only on a terminal: in a log it is noise.
+        on_terminal = getattr(err, "isatty", lambda: False)()
+        progress = Progress(err, total, options["quiet"] or not options["file"] or not on_terminal)
         msg = session.send_message(content, ctype, success_report=not options["no-report"],
                                    chunk_size=options["chunk-size"], headers=headers, progress=progress)
         result = yield msg.result
