@@ -503,3 +503,26 @@ class EndpointApiTests(KamailioTestCase):
         message = yield _within(self.reactor, a.next_message(), "message at Alice")
         self.assertEqual(message.data, b"gracias")
         yield _within(self.reactor, reply.result, "delivery confirmed to Bob")
+
+    @defer.inlineCallbacks
+    def test_auth_refresh_through_kamailio_changes_the_path(self):
+        """Kamailio gives every AUTH a new session-id, so refreshing (which
+        our relay answers with the same Use-Path) yields a new path here:
+        the application hears of it through on_path_changed."""
+        alice, bob = self.endpoint(), self.endpoint()
+        relay = str(self.kamailio.uri)
+        changed = []
+        a = yield alice.create_session(relays=[(relay, "alice", USERS["alice"])],
+                                       on_path_changed=changed.append)
+        b = yield bob.create_session(relays=[(relay, "bob", USERS["bob"])])
+        self.assertEqual(a.auth_expires, 3600)  # Kamailio's auth_max_expires, whatever is asked
+        old_path = a.path_text
+        yield _within(self.reactor, a.refresh_auth(), "AUTH refreshed at Kamailio")
+        self.assertEqual(changed, [a])
+        self.assertNotEqual(a.path_text, old_path)
+        yield b.connect(a.path_text, active=False)
+        yield _within(self.reactor, a.connect(b.path_text), "session opened by Alice")
+        outgoing = b.send_message("to the new path", "text/plain")
+        message = yield _within(self.reactor, a.next_message(), "message at Alice")
+        self.assertEqual(message.data, b"to the new path")
+        yield _within(self.reactor, outgoing.result, "delivery confirmed to Bob")
