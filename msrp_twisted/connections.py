@@ -209,11 +209,7 @@ class ConnectionManager:
         try:
             if isinstance(spec, str):
                 spec = parse_listener(spec)
-            factory = _ServerFactory(self, spec.scheme)
-            if spec.secure:
-                context = self._server_context(spec, tls or self.tls)
-                factory = TLSMemoryBIOFactory(context, False, factory)
-                factory.msrp_tls_context = context
+            factory = self.server_factory(spec, tls)
         except ListenerSpecError as e:
             return defer.fail(e)
         if ":" in spec.host:
@@ -223,9 +219,7 @@ class ConnectionManager:
         d = endpoint.listen(factory)
 
         def listening(port):
-            port.msrp_spec = spec
-            port.msrp_factory = factory
-            self.listening.append(port)
+            self.add_listening_port(port, spec, factory)
             log.info("MSRP listening on {spec}",
                      spec="%s:%s" % (spec.scheme, _hostport(spec.host, port.getHost().port)))
             return port
@@ -235,8 +229,28 @@ class ConnectionManager:
 
         return d.addCallbacks(listening, failed)
 
+    def server_factory(self, spec, tls=None):
+        """The factory a listener for spec serves (TLS-wrapped for msrps);
+        for a socket bound elsewhere (workers adopt the parent's). Raises
+        ListenerSpecError for an msrps listener without a usable certificate."""
+        factory = _ServerFactory(self, spec.scheme)
+        if spec.secure:
+            context = self.server_context(spec, tls or self.tls)
+            factory = TLSMemoryBIOFactory(context, False, factory)
+            factory.msrp_tls_context = context
+        return factory
+
+    def add_listening_port(self, port, spec, factory):
+        """Count port, serving factory, as one of ours (stop_listening,
+        reload_tls, the MI)."""
+        port.msrp_spec = spec
+        port.msrp_factory = factory
+        self.listening.append(port)
+
     @staticmethod
-    def _server_context(spec, settings):
+    def server_context(spec, settings):
+        """The server TLS context of an msrps listener (its own cert, key,
+        ca and verify_client parameters over settings)."""
         from .tls import ServerTLSContext, TLSSettings
 
         try:

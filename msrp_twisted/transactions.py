@@ -235,11 +235,11 @@ class TransactionManager:
             to_path = request.to_path
             from_path = request.from_path
         except URIError as e:
-            self._refuse(conn, request, 400, "bad path: %s" % e)
+            self.refuse(conn, request, 400, "bad path: %s" % e)
             return None
         method = request.method
         if method not in self._methods:
-            self._refuse(conn, request, 501, "unknown method %s" % method)
+            self.refuse(conn, request, 501, "unknown method %s" % method)
             return None
         top = to_path[0]
         for match, handler, reuse_inbound in self._handlers:
@@ -247,10 +247,12 @@ class TransactionManager:
                 if reuse_inbound:
                     self.connections.register_peer(conn, from_path[0])
                 return handler
-        self._refuse(conn, request, 481, "no session for %s" % top)
+        self.refuse(conn, request, 481, "no session for %s" % top)
         return None
 
-    def _refuse(self, conn, request, code, reason):
+    def refuse(self, conn, request, code, reason):
+        """Answer request with an error status (counted in stats, logged
+        with the peer and the reason); the comment carries reason for 400."""
         log.info("refused {method} {tid} from {peer}: {code} {reason}",
                  method=request.method, tid=request.tid, peer=conn.peer, code=code, reason=reason)
         key = "refused_%d" % code

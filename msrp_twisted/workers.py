@@ -63,23 +63,13 @@ class WorkerContext:
 def adopt_listener(connections, spec, fd, reactor):
     """Serve spec on an inherited listening socket, as ConnectionManager.listen
     would on one it bound itself (the fd is closed: the port holds a dup)."""
-    from twisted.protocols.tls import TLSMemoryBIOFactory
-
-    from .connections import _ServerFactory
-
-    factory = _ServerFactory(connections, spec.scheme)
-    if spec.secure:
-        context = connections._server_context(spec, connections.tls)
-        factory = TLSMemoryBIOFactory(context, False, factory)
-        factory.msrp_tls_context = context
+    factory = connections.server_factory(spec)
     family = socket.AF_INET6 if ":" in spec.host else socket.AF_INET
     try:
         port = reactor.adoptStreamPort(fd, family, factory)
     finally:
         os.close(fd)
-    port.msrp_spec = spec
-    port.msrp_factory = factory
-    connections.listening.append(port)
+    connections.add_listening_port(port, spec, factory)
     log.info("MSRP listening on {spec} (shared)", spec=str(spec))
     return port
 
@@ -492,7 +482,7 @@ class WorkerPool(service.Service):
             spec = parse_listener(text)
             if spec.secure:
                 try:
-                    ConnectionManager._server_context(spec, tls)
+                    ConnectionManager.server_context(spec, tls)
                 except ListenerSpecError as e:
                     raise StartupError("--listen: %s" % e) from None
             try:

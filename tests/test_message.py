@@ -176,6 +176,24 @@ class PathTests(SynchronousTestCase):
         msg.headers.set("To-Path", "msrp://r1.example.com:1/a;tcp  msrp://r2.example.com:2/b;tcp")
         self.assertEqual([u.host for u in msg.to_path], ["r1.example.com", "r2.example.com"])
 
+    def test_replace_header_forgets_the_parsed_value(self):
+        msg = parsed(RFC4976_AUTH_OK)
+        self.assertTrue(msg.headers.validated)
+        self.assertEqual(len(msg.from_path), 1)
+        msg.replace_header("From-Path", "msrp://x.example.com:1/a;tcp msrp://y.example.com:2/b;tcp")
+        self.assertEqual([u.host for u in msg.from_path], ["x.example.com", "y.example.com"])
+        self.assertFalse(msg.headers.validated)  # unknown text: checked again when serialized
+
+    def test_replace_header_with_a_piece_of_itself_stays_validated(self):
+        msg = parsed(RFC4975_REPORT)
+        whole = msg.headers["From-Path"]
+        msg.headers.set("From-Path", whole + " " + ALICE)
+        msg.headers.validated = True
+        self.assertEqual(len(msg.from_path), 2)
+        msg.replace_header("From-Path", whole, well_formed=True)
+        self.assertTrue(msg.headers.validated)
+        self.assertEqual([str(u) for u in msg.from_path], [BOB])
+
     def test_missing_paths_are_empty(self):
         msg = Request("abcd", "AUTH")
         self.assertEqual((msg.to_path, msg.from_path, msg.use_path), ((), (), ()))

@@ -56,6 +56,20 @@ class Message:
         v = typed[key] = parse(*args)
         return v
 
+    def replace_header(self, name, value, well_formed=False):
+        """Set a header of a parsed message, forgetting what was parsed of it.
+
+        well_formed: value is known to be as valid as the one it replaces
+        (a piece cut out of it), so a validated head stays validated.
+        """
+        headers = self.headers
+        validated = headers.validated
+        headers.set(name, value)
+        if well_formed:
+            headers.validated = validated
+        if self._typed:
+            self._typed.pop(name.lower(), None)
+
     def _path(self, name):
         value = self.headers.get(name)
         if value is None:

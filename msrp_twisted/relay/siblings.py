@@ -91,13 +91,7 @@ class Siblings:
         from_parts = headers["From-Path"].split(None, 1)
         if len(from_parts) < 2 or from_parts[0] != headers["To-Path"].split(None, 1)[0]:
             return
-        validated = headers.validated
-        headers.set("From-Path", from_parts[1])
-        # A piece cut out of a parsed value is as well formed as the value.
-        headers.validated = validated
-        typed = request._typed  # drop the parsed From-Path cached before
-        if typed:
-            typed.pop("from-path", None)
+        request.replace_header("From-Path", from_parts[1], well_formed=True)
         self.stats["sibling_marks_removed"] += 1
 
     def passed(self, conn, request):
@@ -248,7 +242,7 @@ class Siblings:
 
     def _not_ours(self, conn, request):
         # What the transaction layer answers when no handler claims a URI.
-        self.transactions._refuse(conn, request, 481, "no session for %s" % request.to_path[0])
+        self.transactions.refuse(conn, request, 481, "no session for %s" % request.to_path[0])
 
     def _return_report(self, report):
         """A sibling's failure REPORT for a frame we passed on: send it on
