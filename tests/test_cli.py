@@ -128,6 +128,13 @@ class CLITestCase(TestCase):
         self.directory = tempfile.mkdtemp(prefix="msrp-cli-test-")
         self.addCleanup(shutil.rmtree, self.directory, True)
 
+    def write_file(self, name, data):
+        """A file of data in the test's directory; returns its path."""
+        path = os.path.join(self.directory, name)
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+
     def listen(self, *args):
         listener = Listener()
         reactor.spawnProcess(listener, LISTEN[0], LISTEN + list(args), env=child_env(), path=REPO)
@@ -196,9 +203,7 @@ class DirectTests(CLITestCase):
         self.assertEqual(code, 0, err)
         self.assertRegex(out, r"^delivered: message \w+ \(27 bytes\), confirmed by success REPORT 200 OK\n$")
 
-        source = os.path.join(self.directory, "report.pdf")
-        with open(source, "wb") as f:
-            f.write(os.urandom(3 * 1024 * 1024 + 5))
+        source = self.write_file("report.pdf", os.urandom(3 * 1024 * 1024 + 5))
         expected = sha256_of(source)
         out, err, code = yield run(SEND, path, "--file", source, "--chunk-size", "65536")
         self.assertEqual(code, 0, err)
@@ -228,9 +233,7 @@ class DirectTests(CLITestCase):
         self.assertEqual(code, 0, err)
         self.assertIn("(%d bytes)" % len(piped), out)
 
-        source = os.path.join(self.directory, "redirected.bin")
-        with open(source, "wb") as f:
-            f.write(b"skipped" + os.urandom(70000))
+        source = self.write_file("redirected.bin", b"skipped" + os.urandom(70000))
         with open(source, "rb") as f:
             f.seek(len(b"skipped"))  # sent from where the file stands, as cat would
             out, err, code = yield send_stdin(path, f)
@@ -248,9 +251,7 @@ class DirectTests(CLITestCase):
     def test_progress_bar_on_a_terminal(self):
         listener = self.listen("--listen", "msrp:127.0.0.1:0", "--save-dir", self.directory, "--count", "1")
         path = yield listener.path
-        source = os.path.join(self.directory, "ten-chunks.bin")
-        with open(source, "wb") as f:
-            f.write(os.urandom(10 * 4096))
+        source = self.write_file("ten-chunks.bin", os.urandom(10 * 4096))
         master, terminal = pty.openpty()
         self.addCleanup(os.close, master)
         collect = _Collect(None)
@@ -293,9 +294,7 @@ class DirectTests(CLITestCase):
         """--file with a text/* --content-type sends the file, not its name."""
         listener = self.listen("--listen", "msrp:127.0.0.1:0", "--save-dir", self.directory, "--count", "1")
         path = yield listener.path
-        notes = os.path.join(self.directory, "notes.txt")
-        with open(notes, "wb") as f:
-            f.write(b"line one\nline two\n" * 1000)
+        notes = self.write_file("notes.txt", b"line one\nline two\n" * 1000)
         out, err, code = yield run(SEND, path, "--file", notes, "--content-type", "text/plain")
         self.assertEqual(code, 0, err)
         self.assertIn("(18000 bytes)", out)
