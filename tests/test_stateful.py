@@ -285,6 +285,10 @@ class SessionTableMachine(RuleBasedStateMachine):
         self.conns = [self.node.wire().conn for _ in range(CONNS)]
         self.model = {}
         self.issued = set()
+        # What find() answers: the session made last for a connection, user,
+        # client URI and relay URI, while it lives (the relay only creates
+        # one when find() has none).
+        self.latest = {}
         self.stats = {"sessions_created": 0, "sessions_expired": 0, "sessions_ended": 0}
 
     @rule(target=sessions, index=st.integers(0, CONNS - 1),
@@ -299,6 +303,7 @@ class SessionTableMachine(RuleBasedStateMachine):
         assert session.use_path.with_session(None) == RELAY
         assert session.client_uri == CLIENT and session.user == user and session.conn is conn
         self.model[sid] = ModelSession(user, conn, self.clock.seconds() + lifetime)
+        self.latest[(conn.conn_id, user)] = sid
         self.stats["sessions_created"] += 1
         return session
 
@@ -371,6 +376,16 @@ class SessionTableMachine(RuleBasedStateMachine):
         for sid, entry in self.model.items():
             by_conn.setdefault(entry.conn.conn_id, set()).add(sid)
         assert self.table._by_conn == by_conn, (self.table._by_conn, by_conn)
+
+    @invariant()
+    def find_answers_the_latest_live_session(self):
+        for conn in self.conns:
+            for user in ("alice", "bob"):
+                sid = self.latest.get((conn.conn_id, user))
+                found = self.table.find(conn, user, CLIENT, RELAY.with_session("other"))
+                want = sid if sid in self.model else None
+                assert (found and found.session_id) == want, (found, want)
+        assert len(self.table._by_client) <= len(self.model)
 
     @invariant()
     def connections_kept_alive_for_their_sessions(self):

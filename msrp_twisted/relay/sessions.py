@@ -56,6 +56,10 @@ class SessionTable:
         self.owner = owner
         self._sessions = {}
         self._by_conn = {}
+        # (connection, user, client URI, relay URI) -> session-id, for the
+        # AUTH that refreshes instead of adding (a relay-to-relay link
+        # carries the sessions of many clients).
+        self._by_client = {}
         self._per_user = {}
         self.stats = {"sessions_created": 0, "sessions_expired": 0, "sessions_ended": 0}
 
@@ -81,6 +85,7 @@ class SessionTable:
         s = RelaySession(sid, user, conn, client_uri, relay_uri.with_session(sid), now, now + lifetime)
         s.timer = self.reactor.callLater(lifetime, self._expired, sid)
         self._sessions[sid] = s
+        self._by_client[_client_key(conn, user, client_uri, relay_uri)] = sid
         self._by_conn.setdefault(conn.conn_id, set()).add(sid)
         self._per_user[user] = self._per_user.get(user, 0) + 1
         self.stats["sessions_created"] += 1
@@ -90,12 +95,8 @@ class SessionTable:
     def find(self, conn, user, client_uri, relay_uri):
         """The session user holds on conn for client_uri at relay_uri, if any:
         an AUTH that matches one refreshes it instead of adding another."""
-        relay_uri = relay_uri.with_session(None)
-        for sid in self._by_conn.get(conn.conn_id, ()):
-            s = self._sessions[sid]
-            if s.user == user and s.client_uri == client_uri and s.use_path.with_session(None) == relay_uri:
-                return s
-        return None
+        sid = self._by_client.get(_client_key(conn, user, client_uri, relay_uri))
+        return None if sid is None else self._sessions.get(sid)
 
     def refresh(self, session, lifetime):
         now = self.reactor.seconds()
@@ -123,6 +124,9 @@ class SessionTable:
         return True
 
     def _remove(self, s):
+        key = _client_key(s.conn, s.user, s.client_uri, s.use_path)
+        if self._by_client.get(key) == s.session_id:
+            del self._by_client[key]
         if self._sessions.pop(s.session_id, None) is not None:
             left = self._per_user.get(s.user, 0) - 1
             if left > 0:
@@ -145,3 +149,7 @@ class SessionTable:
     def clear(self):
         for sid in list(self._sessions):
             self.end(sid, "ended: shutdown")
+
+
+def _client_key(conn, user, client_uri, relay_uri):
+    return conn.conn_id, user, client_uri, relay_uri.with_session(None)
