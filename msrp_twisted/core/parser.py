@@ -55,7 +55,6 @@ _KNOWN_NAMES = {name: name.lower() for name in (
 )}
 
 
-
 def _leading_paths(block):
     """The To-Path and From-Path lines of a head that is not UTF-8 as a whole.
 
@@ -74,6 +73,7 @@ def _leading_paths(block):
             return items
         items.append((key.decode("ascii"), value.strip(" \t")))
     return items
+
 
 class MessageStart:
     """The head of a message; ``message.body`` is None, ``has_body`` says

@@ -2,9 +2,9 @@
 
 A session is what a successful AUTH hands out: an unguessable session-id in
 the Use-Path, bound to the client's connection and to the first From-Path
-URI of its AUTH, valid until Expires. Another AUTH from the same user, connection and client
-URI refreshes it (same Use-Path, new Expires). It dies with its
-connection: a client that reconnects authenticates again.
+URI of its AUTH, valid until Expires. Another AUTH from the same user,
+connection and client URI refreshes it (same Use-Path, new Expires). It
+dies with its connection: a client that reconnects authenticates again.
 """
 
 from twisted.logger import Logger
