@@ -50,6 +50,8 @@ class SendError(Exception):
 
 
 class ListenerSpec:
+    """A parsed listener, msrp[s]:HOST[:PORT][;param=value...]."""
+
     __slots__ = ("scheme", "host", "port", "params")
 
     def __init__(self, scheme, host, port, params):

@@ -58,6 +58,7 @@ class Options(usage.Options):
 
 
 def makeService(options):
+    """twistd's entry point: the relay (or a pool of workers) for options."""
     from .allocator import tune_malloc
 
     tune_malloc()  # this process is ours: keep relay buffers' pages (see allocator)

@@ -101,6 +101,8 @@ def read_stdin(reactor, stdin):
 
 
 class Progress:
+    """A one-line bar redrawn as chunks are confirmed (by 200 or REPORT)."""
+
     def __init__(self, out, total, quiet):
         self.out = out
         self.total = total

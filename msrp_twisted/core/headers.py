@@ -150,6 +150,7 @@ class Status(NamedTuple):
 
 
 def parse_byte_range(value):
+    """Byte-Range (RFC 4975 section 9): start-end/total, '*' for unknown."""
     m = abnf.BYTE_RANGE_RE.match(value)
     if m is None:
         raise HeaderError("malformed Byte-Range %r" % (value,))
@@ -166,6 +167,7 @@ def parse_byte_range(value):
 
 
 def parse_status(value):
+    """Status of a REPORT: namespace, code and an optional comment."""
     m = abnf.STATUS_RE.match(value)
     if m is None:
         raise HeaderError("malformed Status %r" % (value,))
@@ -173,6 +175,7 @@ def parse_status(value):
 
 
 def parse_report(value, allowed, name):
+    """A Success-Report or Failure-Report value, one of allowed."""
     v = value.strip().lower()
     if v not in allowed:
         raise HeaderError(
@@ -182,6 +185,7 @@ def parse_report(value, allowed, name):
 
 
 def parse_delta_seconds(value, name):
+    """Expires, Min-Expires, Max-Expires: whole seconds."""
     m = abnf.DELTA_SECONDS_RE.match(value)
     if m is None:
         raise HeaderError("%s must be a number of seconds, got %r" % (name, value))

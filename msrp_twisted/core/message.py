@@ -26,6 +26,9 @@ _MISSING = object()
 
 
 class Message:
+    """What requests and responses share: a transaction id, headers in wire
+    order, and the typed views of them parsed once, on first use."""
+
     __slots__ = ("tid", "headers", "body", "flag", "has_body", "_typed")
 
     is_request = False
@@ -199,6 +202,10 @@ class Message:
 
 
 class Request(Message):
+    """An MSRP request; body is None when it has none (or streams).
+
+    flag is the end-line's: '$' complete, '+' more chunks, '#' aborted."""
+
     __slots__ = ("method",)
 
     is_request = True
@@ -216,6 +223,8 @@ class Request(Message):
 
 
 class Response(Message):
+    """An MSRP response: a code and an optional comment, never a body."""
+
     __slots__ = ("code", "comment")
 
     def __init__(self, tid, code, comment=None, headers=None):

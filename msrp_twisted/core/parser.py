@@ -89,6 +89,9 @@ class MessageStart:
 
 
 class BodyData:
+    """A piece of the current message's body, as it arrived (never held back
+    for the whole body, so a relay can pass it on at once)."""
+
     __slots__ = ("data",)
 
     def __init__(self, data):
@@ -99,6 +102,8 @@ class BodyData:
 
 
 class MessageEnd:
+    """The end-line of the current message, with its flag ('$', '+', '#')."""
+
     __slots__ = ("flag",)
 
     def __init__(self, flag):

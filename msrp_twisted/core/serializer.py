@@ -131,6 +131,8 @@ def check_body(tid, body):
 
 
 def serialize(message):
+    """The message as wire bytes; SerializationError rather than a frame a
+    peer would read differently (a bad header, a body holding its end-line)."""
     body = message.body
     if body is not None:
         if not isinstance(body, (bytes, bytearray, memoryview)):

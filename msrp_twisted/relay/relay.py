@@ -42,6 +42,9 @@ class _Refusal(Exception):
 
 @implementer(IRequestHandler)
 class Relay:
+    """The RFC 4976 relay: AUTH, then frames between sessions' clients and
+    next hops, in the direction the session allows and nowhere else."""
+
     def __init__(self, tm, relay_uris, authenticator, expires_policy, reactor=None, tls=None,
                  throttle=None, max_sessions_per_user=0, siblings=None):
         self.tm = tm

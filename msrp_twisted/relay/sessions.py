@@ -15,6 +15,9 @@ log = Logger()
 
 
 class RelaySession:
+    """One AUTH's grant: who, over which connection, for which client URI,
+    until when; frames_in / frames_out count what went through it."""
+
     __slots__ = ("session_id", "user", "conn", "client_uri", "use_path", "created",
                  "expires_at", "timer", "frames_in", "frames_out")
 
