@@ -11,7 +11,7 @@ import sys
 import tempfile
 
 from twisted.internet import defer, protocol, reactor
-from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.defer import Deferred, DeferredQueue, inlineCallbacks
 from twisted.internet.endpoints import TCP4ServerEndpoint
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import TestCase
@@ -89,12 +89,14 @@ class Listener(protocol.ProcessProtocol):
 
     def __init__(self):
         self.path = Deferred()
+        self.paths = DeferredQueue()  # every path line, the first included
         self.ended = Deferred()
         self.out = b""
         self.err = b""
         self.running = True
 
     def outReceived(self, data):
+        seen = self.out.count(b"\n")
         self.out += data
         if not self.path.called and b"\n" in self.out:
             first = self.out.split(b"\n", 1)[0].decode()
@@ -102,6 +104,9 @@ class Listener(protocol.ProcessProtocol):
                 self.path.callback(first[len("path: "):])
             else:
                 self.path.errback(AssertionError("first line is not the path: %r" % first))
+        for line in self.out.split(b"\n")[seen:-1]:
+            if line.startswith(b"path: "):
+                self.paths.put(line[len(b"path: "):].decode())
 
     def errReceived(self, data):
         self.err += data
@@ -125,6 +130,7 @@ class Listener(protocol.ProcessProtocol):
 
 class CLITestCase(TestCase):
     def setUp(self):
+        self.relays = []
         self.directory = tempfile.mkdtemp(prefix="msrp-cli-test-")
         self.addCleanup(shutil.rmtree, self.directory, True)
 
@@ -158,6 +164,7 @@ class CLITestCase(TestCase):
         service = MSRPService(MSRPConfig.from_mapping(settings))
         yield service.start()
         self.addCleanup(self.stop_relay, service)
+        self.relays.append(service)
         return str(service.relay.uris[0])
 
     @inlineCallbacks
@@ -344,6 +351,27 @@ class ReadStdinTests(TestCase):
             same, size = yield read_stdin(reactor, f)
             self.assertIs(same, f)
             self.assertEqual(size, 900)
+
+
+class PathChangeTests(CLITestCase):
+    @inlineCallbacks
+    def test_listener_prints_a_new_path(self):
+        """The relay drops msrp-listen's session; the AUTH refresh (at 2/3 of
+        a 3 s Expires) gets a new one, and the new path is printed for the
+        senders."""
+        relay = yield self.start_relay(auth_min_expires=1, auth_expires=3)
+        service = self.relays[-1]
+        listener = self.listen("--relay", relay, "--user", "bob", "--password", USERS["bob"])
+        first = yield listener.paths.get()
+        relay_session = parse_path(first)[0].session_id
+        self.assertTrue(service.relay.sessions.end(relay_session))
+        second = yield listener.paths.get()
+        self.assertNotEqual(second, first)
+        self.assertEqual(parse_path(second)[1:], parse_path(first)[1:])  # the same listener behind it
+        out, err, code = yield run(SEND, second, "--text", "to the new path", "--relay", relay,
+                                   "--user", "alice", "--password", USERS["alice"])
+        self.assertEqual(code, 0, err)
+        self.assertIn("delivered: message", out)
 
 
 class ErrorTests(CLITestCase):

@@ -96,6 +96,14 @@ def run(reactor, options, out=sys.stdout, err=sys.stderr):
         out.write("path: %s\n" % session.path_text)
         out.flush()
 
+        def path_changed(session):
+            # A relay handed out a new session when the AUTH was refreshed
+            # (Kamailio does every time): senders need the new path.
+            out.write("path: %s\n" % session.path_text)
+            out.flush()
+
+        session.on_path_changed = path_changed
+
         def on_message(message):
             ctype = (message.content_type or "").lower()
             has_name = bool(message.headers and _FILENAME_RE.search(message.headers.get("Content-Disposition") or ""))
