@@ -105,6 +105,8 @@ OPTIONS = {
     "hep_capture_id": (1, _int(0, 2**32 - 1), "HEP capture agent id"),
     "hep_auth_key": (None, _str, "HEP authentication key"),
     "mi": (DEFAULT_MI, _str, "Twisted endpoint of the AMP management service ('none' to disable)"),
+    "mi_secret_file": (None, _str, "file holding the MI secret (16+ bytes); MI clients must prove they "
+                                   "know it (msrp-mi --secret-file); unset = MI commands unauthenticated"),
     "relay_uri": ([], _list, "the relay's own URI(s), as OpenSIPS' my_uri (default: one per listener); repeatable"),
     "auth_realm": ("msrp", _str, "Digest realm"),
     "users": (None, _str, "htdigest users file (user:realm:HA1), re-read when it changes"),
@@ -150,6 +152,7 @@ class MSRPConfig:
     hep_capture_id: int = 1
     hep_auth_key: str = None
     mi: str = DEFAULT_MI
+    mi_secret_file: str = None
     relay_uri: list = field(default_factory=list)
     auth_realm: str = "msrp"
     users: str = None
@@ -216,6 +219,13 @@ class MSRPConfig:
                 load_filter(self.trace_filter)
             except ValueError as e:
                 raise ConfigError("--trace-filter: %s" % e) from None
+        if self.mi_secret_file:
+            from .mi import read_secret
+
+            try:
+                read_secret(self.mi_secret_file)
+            except ValueError as e:
+                raise ConfigError("--mi-secret-file: %s" % e) from None
         from .core.uri import parse_uri
 
         for uri in self.relay_uri:

@@ -9,9 +9,18 @@ AMP caps every value at 65535 bytes, so list commands are paged: the caller
 passes C{offset} and C{limit} and gets back one page plus C{total}.  A page
 may hold fewer entries than C{limit} because the server also stops filling it
 before the encoded list would overflow; L{call_paged} follows the pages.
+
+With a secret (the service's C{mi_secret_file}), every command but
+L{Challenge} and L{Authenticate} is refused with L{NotAuthenticated} until
+the client has proved it knows the secret: it asks for a nonce and answers
+with HMAC-SHA256(secret, nonce), so the secret itself never crosses the
+connection (L{authenticate} does both steps).
 """
 
+import hashlib
+import hmac
 import ipaddress
+import os
 
 from twisted.internet import defer
 from twisted.internet.protocol import ServerFactory
@@ -20,7 +29,10 @@ from twisted.protocols import amp
 from zope.interface import Interface
 
 __all__ = [
+    "Authenticate",
+    "AuthenticationFailed",
     "BadArgument",
+    "Challenge",
     "EndSession",
     "IManagement",
     "InternalError",
@@ -28,6 +40,7 @@ __all__ = [
     "ListSessions",
     "MAX_PAGE_SIZE",
     "MSRPTrace",
+    "NotAuthenticated",
     "ManagementError",
     "ManagementFactory",
     "ManagementProtocol",
@@ -36,9 +49,12 @@ __all__ = [
     "ReloadUsers",
     "Statistics",
     "UnknownSession",
+    "authenticate",
     "call_paged",
     "describe_address",
     "exposure_warning",
+    "prove",
+    "read_secret",
 ]
 
 # Entries per page a client may ask for; larger limits are clamped to it.
@@ -90,10 +106,67 @@ class InternalError(ManagementError):
     """The service failed unexpectedly while answering; details are in its log."""
 
 
+class NotAuthenticated(ManagementError):
+    """The MI has a secret and this connection has not proved it knows it."""
+
+
+class AuthenticationFailed(ManagementError):
+    """Authenticate got a wrong proof, or came without a Challenge before it."""
+
+
 _COMMON_ERRORS = {
     BadArgument: b"BAD_ARGUMENT",
     InternalError: b"INTERNAL_ERROR",
+    NotAuthenticated: b"NOT_AUTHENTICATED",
 }
+
+# Shorter secrets are refused: the proof must not be open to guessing.
+MIN_SECRET_BYTES = 16
+
+
+def read_secret(path):
+    """The MI secret in path (surrounding whitespace dropped); ValueError
+    naming the file and the reason when it cannot serve as one."""
+    try:
+        with open(path, "rb") as f:
+            secret = f.read().strip()
+    except OSError as e:
+        raise ValueError(f"cannot read {path}: {e.strerror or e}") from None
+    if len(secret) < MIN_SECRET_BYTES:
+        raise ValueError(f"{path} holds {len(secret)} bytes; an MI secret needs at least {MIN_SECRET_BYTES}")
+    return secret
+
+
+def prove(secret, nonce):
+    """The answer to a Challenge: HMAC-SHA256(secret, nonce) in hex."""
+    return hmac.new(secret, nonce.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+class Challenge(amp.Command):
+    """A fresh nonce, for one Authenticate."""
+
+    commandName = b"challenge"
+    arguments = []
+    response = [(b"nonce", amp.Unicode())]
+    errors = dict(_COMMON_ERRORS)
+
+
+class Authenticate(amp.Command):
+    """Prove knowledge of the secret: proof = prove(secret, nonce)."""
+
+    commandName = b"authenticate"
+    arguments = [(b"proof", amp.Unicode())]
+    response = [(b"status", amp.Unicode())]
+    errors = {**_COMMON_ERRORS, AuthenticationFailed: b"AUTHENTICATION_FAILED"}
+
+
+_OPEN_COMMANDS = (Challenge, Authenticate)
+
+
+async def authenticate(protocol, secret):
+    """Challenge and Authenticate on protocol (a client's AMP connection)."""
+    nonce = (await protocol.callRemote(Challenge))["nonce"]
+    return await protocol.callRemote(Authenticate, proof=prove(secret, nonce))
 
 
 class MSRPTrace(amp.Command):
@@ -241,12 +314,13 @@ class IManagement(Interface):
         """Reload TLS material; raise an exception naming the reason on failure."""
 
 
-def exposure_warning(address):
+def exposure_warning(address, secret=False):
     """Why a listening MI address is open to more than this host, or None.
 
-    The commands are not authenticated: who can connect can end sessions.
-    Loopback limits that to local users, a UNIX socket to those its file
-    mode admits (``unix:PATH:mode=600``).
+    Without a secret the commands are not authenticated: who can connect
+    can end sessions. Loopback limits that to local users, a UNIX socket to
+    those its file mode admits (``unix:PATH:mode=600``). With one, what is
+    left to say is that the traffic is not encrypted.
     """
     host = getattr(address, "host", None)
     if getattr(address, "type", None) != "TCP" or host is None:
@@ -256,9 +330,14 @@ def exposure_warning(address):
             return None
     except ValueError:
         pass
+    if secret:
+        return ("MI on %s is reachable from other hosts; its commands need the MI secret, "
+                "but its traffic (session and connection lists) is not encrypted"
+                % describe_address(address))
     return ("MI on %s is reachable from other hosts and has no authentication: anyone who "
-            "can connect can end sessions and reload files; listen on 127.0.0.1 or on a UNIX "
-            "socket (e.g. unix:/run/msrp/mi.sock:mode=600)" % describe_address(address))
+            "can connect can end sessions and reload files; set mi_secret_file, or listen on "
+            "127.0.0.1 or on a UNIX socket (e.g. unix:/run/msrp/mi.sock:mode=600)"
+            % describe_address(address))
 
 
 def describe_address(address):
@@ -342,6 +421,8 @@ def _responder(command):
 
     def decorate(method):
         def respond(self, **arguments):
+            if not self.authenticated and command not in _OPEN_COMMANDS:
+                return self._answer(command, self._not_authenticated())
             return self._answer(command, method(self, **arguments))
 
         respond.__name__ = method.__name__
@@ -352,13 +433,20 @@ def _responder(command):
 
 
 class ManagementProtocol(amp.AMP):
-    """One MI client connection; answers the commands by calling the backend."""
+    """One MI client connection; answers the commands by calling the backend.
+
+    With a secret, only Challenge and Authenticate are answered until an
+    Authenticate succeeds; each nonce serves one attempt.
+    """
 
     _log = Logger()
 
-    def __init__(self, backend):
+    def __init__(self, backend, secret=None):
         super().__init__()
         self.backend = backend
+        self.secret = secret
+        self.authenticated = secret is None
+        self._nonce = None
         self.peer = "(not connected)"
         self.connected = False
 
@@ -413,6 +501,26 @@ class ManagementProtocol(amp.AMP):
             outcome=outcome,
             detail=detail,
         )
+
+    async def _not_authenticated(self):
+        raise NotAuthenticated("this MI needs its secret first (msrp-mi --secret-file)")
+
+    @_responder(Challenge)
+    async def challenge(self):
+        self._nonce = os.urandom(16).hex()
+        return {"nonce": self._nonce}
+
+    @_responder(Authenticate)
+    async def authenticate(self, proof):
+        nonce, self._nonce = self._nonce, None
+        if self.secret is None:
+            return {"status": "ok"}  # nothing to prove
+        if nonce is None:
+            raise AuthenticationFailed("ask for a challenge first (one per attempt)")
+        if not hmac.compare_digest(proof.encode("ascii", "replace"), prove(self.secret, nonce).encode("ascii")):
+            raise AuthenticationFailed("wrong secret")
+        self.authenticated = True
+        return {"status": "ok"}
 
     async def _call(self, methodName, *arguments):
         return await defer.maybeDeferred(getattr(self.backend, methodName), *arguments)
@@ -501,17 +609,19 @@ class ManagementProtocol(amp.AMP):
 
 
 class ManagementFactory(ServerFactory):
-    """Builds a L{ManagementProtocol} per MI client, all sharing one backend."""
+    """Builds a L{ManagementProtocol} per MI client, all sharing one backend
+    (and the secret, when the MI has one)."""
 
     protocol = ManagementProtocol
 
-    def __init__(self, backend):
+    def __init__(self, backend, secret=None):
         if not IManagement.providedBy(backend):
             raise TypeError(f"{backend!r} does not provide IManagement")
         self.backend = backend
+        self.secret = secret
 
     def buildProtocol(self, addr):
-        protocol = self.protocol(self.backend)
+        protocol = self.protocol(self.backend, self.secret)
         protocol.factory = self
         return protocol
 

@@ -6,6 +6,7 @@ traceback; results are JSON on stdout.
 """
 
 import json
+import os
 import sys
 
 from twisted.internet import defer, error
@@ -79,7 +80,7 @@ def _command_synopsis(name):
 
 
 class Options(usage.Options):
-    synopsis = "msrp-mi [--connect ENDPOINT] [--timeout SECONDS] COMMAND [ARGS]"
+    synopsis = "msrp-mi [--connect ENDPOINT] [--secret-file PATH] [--timeout SECONDS] COMMAND [ARGS]"
 
     longdesc = ""  # the command table goes after the options, unwrapped
 
@@ -89,6 +90,11 @@ class Options(usage.Options):
             "Twisted client endpoint of the MI service, e.g. tcp:HOST:PORT or "
             "unix:/path/to/socket (the service listens on tcp:127.0.0.1:2856 by "
             "default).",
+        ],
+        [
+            "secret-file", "s", None,
+            "File holding the MI secret, when the service has one (its mi_secret_file); "
+            "default: $MSRP_MI_SECRET_FILE.",
         ],
         ["timeout", "t", DEFAULT_TIMEOUT, "Seconds to wait for the whole command.", float],
     ]
@@ -127,6 +133,13 @@ class Options(usage.Options):
     def postOptions(self):
         if not self["timeout"] > 0:
             raise usage.UsageError(f"--timeout must be more than 0, not {self['timeout']}")
+        path = self["secret-file"] or os.environ.get("MSRP_MI_SECRET_FILE") or None
+        self["secret"] = None
+        if path:
+            try:
+                self["secret"] = mi.read_secret(path)
+            except ValueError as e:
+                raise usage.UsageError(f"--secret-file: {e}")
 
 
 class _ClientProtocol(amp.AMP):
@@ -150,7 +163,7 @@ def _describe(exception):
     return text or type(exception).__name__
 
 
-async def _converse(endpoint, target, name, arguments):
+async def _converse(endpoint, target, name, arguments, secret=None):
     try:
         protocol = await connectProtocol(endpoint, _ClientProtocol())
     except defer.CancelledError:
@@ -158,8 +171,16 @@ async def _converse(endpoint, target, name, arguments):
     except Exception as e:
         raise _Failed(f"cannot reach the MI service at {target}: {_describe(e)}")
     try:
+        if secret is not None:
+            try:
+                await mi.authenticate(protocol, secret)
+            except mi.AuthenticationFailed as e:
+                raise _Failed(f"the MI service at {target} refused the secret: {e.message}")
         runner = COMMANDS[name][0]
         return await runner(protocol, *arguments)
+    except mi.NotAuthenticated:
+        raise _Failed(f"{name} refused: the MI service at {target} needs its secret "
+                      "(--secret-file or $MSRP_MI_SECRET_FILE)")
     except mi.ManagementError as e:
         raise _Failed(f"{name} failed: {e.message}")
     except amp.RemoteAmpError as e:
@@ -187,7 +208,7 @@ async def _run(reactor, config, out, err, clock):
         return EXIT_USAGE
     timeout = config["timeout"]
     work = defer.Deferred.fromCoroutine(
-        _converse(endpoint, target, config["command"], config["arguments"])
+        _converse(endpoint, target, config["command"], config["arguments"], config.get("secret"))
     )
     work.addTimeout(timeout, clock)
     try:

@@ -13,7 +13,7 @@ from zope.interface import implementer
 
 from .config import MSRPConfig
 from .connections import ConnectionManager, parse_listener
-from .mi import IManagement, ManagementFactory, describe_address, exposure_warning
+from .mi import IManagement, ManagementFactory, describe_address, exposure_warning, read_secret
 from .protocol import TransportSettings
 from .transactions import TransactionManager
 
@@ -176,13 +176,19 @@ class MSRPService(service.Service):
                                    % (self.worker.index, e)) from None
         if c.mi and c.mi.lower() != "none":
             try:
-                self.mi_port = yield serverFromString(self.reactor, c.mi).listen(ManagementFactory(self))
+                # Read again: the file may have changed since the options were checked.
+                secret = read_secret(c.mi_secret_file) if c.mi_secret_file else None
+            except ValueError as e:
+                self._abandon()
+                raise StartupError("--mi-secret-file: %s" % e) from None
+            try:
+                self.mi_port = yield serverFromString(self.reactor, c.mi).listen(ManagementFactory(self, secret))
             except Exception as e:
                 self._abandon()
                 raise StartupError("--mi: cannot listen on %s: %s" % (c.mi, e)) from None
             log.info("MSRP management (AMP) on {mi} ({address})", mi=c.mi,
                      address=describe_address(self.mi_port.getHost()))
-            exposed = exposure_warning(self.mi_port.getHost())
+            exposed = exposure_warning(self.mi_port.getHost(), secret is not None)
             if exposed:
                 log.warn("{warning}", warning=exposed)
         log.info("MSRP relay ready; URIs: {uris}", uris=" ".join(str(u) for u in self.relay.uris))

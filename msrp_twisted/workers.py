@@ -501,9 +501,13 @@ class WorkerPool(service.Service):
         if c.mi and c.mi.lower() != "none":
             from twisted.internet.endpoints import serverFromString
 
-            from .mi import ManagementFactory, describe_address, exposure_warning
+            from .mi import ManagementFactory, describe_address, exposure_warning, read_secret
 
-            d = serverFromString(self.reactor, c.mi).listen(ManagementFactory(self))
+            try:
+                secret = read_secret(c.mi_secret_file) if c.mi_secret_file else None
+            except ValueError as e:
+                raise StartupError("--mi-secret-file: %s" % e) from None
+            d = serverFromString(self.reactor, c.mi).listen(ManagementFactory(self, secret))
             failed = []
             d.addCallbacks(lambda port: setattr(self, "mi_port", port), failed.append)
             if failed:
@@ -511,7 +515,7 @@ class WorkerPool(service.Service):
             if self.mi_port is not None:
                 log.info("MSRP management (AMP) on {mi} ({address}), answering for {n} workers",
                          mi=c.mi, address=describe_address(self.mi_port.getHost()), n=self.count)
-                exposed = exposure_warning(self.mi_port.getHost())
+                exposed = exposure_warning(self.mi_port.getHost(), secret is not None)
                 if exposed:
                     log.warn("{warning}", warning=exposed)
 

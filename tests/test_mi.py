@@ -107,8 +107,8 @@ class _TrackingFactory(mi.ManagementFactory):
 
     protocol = _TrackedProtocol
 
-    def __init__(self, backend):
-        super().__init__(backend)
+    def __init__(self, backend, secret=None):
+        super().__init__(backend, secret)
         self.protocols = []
 
     def buildProtocol(self, addr):
@@ -131,9 +131,9 @@ class _Client(amp.AMP):
 class ServerMixin:
     """A real MI server on loopback with a FakeService behind it."""
 
-    async def listen(self, description="tcp:0:interface=127.0.0.1"):
+    async def listen(self, description="tcp:0:interface=127.0.0.1", secret=None):
         self.service = FakeService()
-        self.factory = _TrackingFactory(self.service)
+        self.factory = _TrackingFactory(self.service, secret)
         self.port = await serverFromString(reactor, description).listen(self.factory)
         self.addCleanup(self._stopServer)
         if description.startswith("tcp:"):
@@ -446,6 +446,93 @@ class ExposureTests(unittest.SynchronousTestCase):
             self.assertIn("unix:/run/msrp/mi.sock:mode=600", warning)
 
 
+SECRET = b"correct horse battery staple 42"
+
+
+class SecretTests(ServerMixin, unittest.TestCase):
+    """An MI with a secret, over a real AMP connection."""
+
+    def secret_file(self, data=SECRET, mode=0o600):
+        directory = tempfile.mkdtemp(prefix="msrp-mi-secret-")
+        self.addCleanup(shutil.rmtree, directory)
+        path = os.path.join(directory, "mi.secret")
+        with open(path, "wb") as f:
+            f.write(data + b"\n")
+        os.chmod(path, mode)
+        return path
+
+    async def test_commands_refused_until_authenticated(self):
+        events = self.captureLog()
+        await self.listen(secret=SECRET)
+        client = await self.connect()
+        with self.assertRaises(mi.NotAuthenticated) as refused:
+            await client.callRemote(mi.MSRPTrace, trace_mode="on")
+        self.assertIn("needs its secret", refused.exception.message)
+        self.assertFalse(self.service.trace)
+        self.assertEqual(await mi.authenticate(client, SECRET), {"status": "ok"})
+        self.assertEqual(await client.callRemote(mi.MSRPTrace, trace_mode="on"), {"status": "on"})
+        self.assertTrue(self.service.trace)
+        self.assertIn("MI 127.0.0.1:%d msrp_trace: refused: this MI needs its secret first "
+                      "(msrp-mi --secret-file)" % client.transport.getHost().port, self.miLines(events))
+
+    async def test_wrong_secret_and_replayed_nonce_fail(self):
+        await self.listen(secret=SECRET)
+        client = await self.connect()
+        with self.assertRaises(mi.AuthenticationFailed) as wrong:
+            await mi.authenticate(client, b"not the secret, but long enough")
+        self.assertEqual(wrong.exception.message, "wrong secret")
+        # A proof for a nonce already used (here: seen on the wire) does not count.
+        nonce = (await client.callRemote(mi.Challenge))["nonce"]
+        proof = mi.prove(SECRET, nonce)
+        self.assertEqual(await client.callRemote(mi.Authenticate, proof=proof), {"status": "ok"})
+        other = await self.connect()
+        with self.assertRaises(mi.AuthenticationFailed) as replayed:
+            await other.callRemote(mi.Authenticate, proof=proof)
+        self.assertIn("ask for a challenge first", replayed.exception.message)
+        with self.assertRaises(mi.NotAuthenticated):
+            await other.callRemote(mi.Statistics)
+
+    async def test_nonces_differ(self):
+        await self.listen(secret=SECRET)
+        client = await self.connect()
+        nonces = {(await client.callRemote(mi.Challenge))["nonce"] for _ in range(5)}
+        self.assertEqual(len(nonces), 5)
+
+    async def test_without_a_secret_nothing_is_asked(self):
+        await self.listen()
+        client = await self.connect()
+        self.assertEqual(await client.callRemote(mi.MSRPTrace), {"status": "off"})
+        self.assertEqual(await mi.authenticate(client, SECRET), {"status": "ok"})
+
+    def test_short_or_missing_secret_files_are_refused(self):
+        with self.assertRaises(ValueError) as short:
+            mi.read_secret(self.secret_file(b"short"))
+        self.assertIn("holds 5 bytes; an MI secret needs at least 16", str(short.exception))
+        with self.assertRaises(ValueError) as missing:
+            mi.read_secret(os.path.join(tempfile.gettempdir(), "msrp-no-such-secret"))
+        self.assertIn("cannot read", str(missing.exception))
+        self.assertEqual(mi.read_secret(self.secret_file()), SECRET)
+
+    async def test_cli_with_and_without_the_secret(self):
+        await self.listen(secret=SECRET)
+        path = self.secret_file()
+        out, err, code = await run_cli("--connect", self.endpointText, "--secret-file", path, "msrp_trace", "on")
+        self.assertEqual((out, err, code), (b'{\n  "status": "on"\n}\n', b"", 0))
+        out, err, code = await run_cli("--connect", self.endpointText, "statistics")
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(err.decode(), "msrp-mi: statistics refused: the MI service at %s needs its secret "
+                         "(--secret-file or $MSRP_MI_SECRET_FILE)\n" % self.endpointText)
+        wrong = self.secret_file(b"0123456789abcdef-wrong")
+        out, err, code = await run_cli("--connect", self.endpointText, "-s", wrong, "statistics")
+        self.assertEqual((out, code), (b"", 1))
+        self.assertEqual(err.decode(), "msrp-mi: the MI service at %s refused the secret: wrong secret\n"
+                         % self.endpointText)
+        out, err, code = await run_cli("--connect", self.endpointText, "-s", self.secret_file(b"tiny"), "statistics")
+        self.assertEqual(code, 2)
+        self.assertIn("--secret-file: ", err.decode())
+        self.assertNotIn("Traceback", err.decode())
+
+
 def run_cli(*arguments):
     return getProcessOutputAndValue(
         sys.executable, ["-m", "msrp_twisted.mi_client", *arguments], env=dict(os.environ)
@@ -589,4 +676,6 @@ class ClientInProcessTests(ServerMixin, unittest.TestCase):
         self.patch(sys, "stdout", out)
         self.assertEqual(mi_client.main(["--help"]), 0)
         self.assertIn("end_session SESSION_ID", out.getvalue())
-        self.assertIn("[default: tcp:127.0.0.1:2856]", out.getvalue())
+        words = " ".join(out.getvalue().split())  # however the columns wrap
+        self.assertIn("[default: tcp:127.0.0.1:2856]", words)
+        self.assertIn("--secret-file", words)

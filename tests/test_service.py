@@ -365,6 +365,30 @@ class ManagementTests(TestCase):
         yield self.assertFailure(self.call(mi.MSRPTrace, trace_mode="loud"), mi.BadArgument)
 
     @inlineCallbacks
+    def test_mi_secret(self):
+        """With mi_secret_file, the running service's MI answers only a
+        client that proved it knows the secret."""
+        secret = os.path.join(self.directory, "mi.secret")
+        with open(secret, "wb") as f:
+            f.write(b"a long enough management secret\n")
+        yield self.start(mi_secret_file=secret)
+        yield self.assertFailure(self.call(mi.Statistics), mi.NotAuthenticated)
+        yield Deferred.fromCoroutine(mi.authenticate(self.mi, b"a long enough management secret"))
+        counters = {c["name"]: c["value"] for c in (yield self.call(mi.Statistics))["counters"]}
+        self.assertEqual(counters["relay_sessions"], 0)
+
+    def test_mi_secret_file_must_hold_a_secret(self):
+        short = os.path.join(self.directory, "short.secret")
+        with open(short, "wb") as f:
+            f.write(b"2short\n")
+        for path, reason in ((short, "holds 6 bytes; an MI secret needs at least 16"),
+                             (os.path.join(self.directory, "absent"), "cannot read")):
+            with self.assertRaises(ConfigError) as e:
+                MSRPConfig.from_mapping({"mi_secret_file": path})
+            self.assertIn("--mi-secret-file: ", str(e.exception))
+            self.assertIn(reason, str(e.exception))
+
+    @inlineCallbacks
     def test_msrp_trace_needs_a_destination(self):
         yield self.start()
         error = yield self.assertFailure(self.call(mi.MSRPTrace, trace_mode="on"), mi.BadArgument)
