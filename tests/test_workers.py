@@ -298,11 +298,17 @@ class TwistdWorkersTests(TestCase):
     def _close_peers(self):
         return defer.gatherResults([p.close() for p in self.peers])
 
+    MI_SECRET = b"the pool's management secret"
+
     @inlineCallbacks
     def start(self):
+        secret_file = os.path.join(self.directory, "mi.secret")
+        with open(secret_file, "wb") as f:
+            f.write(self.MI_SECRET)
         proc = TwistdProcess.spawn(reactor, [
             "msrp", "--listen", "msrp:127.0.0.1:0", "--users", self.users_file,
-            "--mi", "tcp:0:interface=127.0.0.1", "--workers", "2"], path=self.directory)
+            "--mi", "tcp:0:interface=127.0.0.1", "--mi-secret-file", secret_file,
+            "--workers", "2"], path=self.directory)
         self.addCleanup(proc.stop)
         ready = yield proc.wait_for(r"MSRP relay ready \(2 workers\); URIs: (\S+)")
         self.relay_uri = parse_uri(ready.group(1))
@@ -323,6 +329,9 @@ class TwistdWorkersTests(TestCase):
             return client.lost
 
         self.addCleanup(close)
+        # The pool's MI (in the parent) holds to the secret too.
+        yield self.assertFailure(client.callRemote(mi.Statistics), mi.NotAuthenticated)
+        yield defer.Deferred.fromCoroutine(mi.authenticate(client, self.MI_SECRET))
         return client
 
     @inlineCallbacks
