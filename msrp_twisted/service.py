@@ -24,6 +24,32 @@ class StartupError(Exception):
     """The service cannot start; the message says why (and names the setting)."""
 
 
+def listen_management(reactor, config, backend, note=""):
+    """Serve the MI for backend on config.mi, behind config's secret if it
+    has one; a Deferred firing with the port once its address (and, when it
+    is open beyond loopback, a warning) is logged, or failing with a
+    StartupError naming the option at fault."""
+    try:
+        # Read again: the file may have changed since the options were checked.
+        secret = read_secret(config.mi_secret_file) if config.mi_secret_file else None
+    except ValueError as e:
+        return defer.fail(StartupError("--mi-secret-file: %s" % e))
+
+    def listening(port):
+        log.info("MSRP management (AMP) on {mi} ({address}){note}", mi=config.mi,
+                 address=describe_address(port.getHost()), note=note)
+        exposed = exposure_warning(port.getHost(), secret is not None)
+        if exposed:
+            log.warn("{warning}", warning=exposed)
+        return port
+
+    def failed(f):
+        raise StartupError("--mi: cannot listen on %s: %s" % (config.mi, f.getErrorMessage()))
+
+    d = defer.maybeDeferred(lambda: serverFromString(reactor, config.mi).listen(ManagementFactory(backend, secret)))
+    return d.addCallbacks(listening, failed)
+
+
 @implementer(IManagement)
 class MSRPService(service.Service):
     name = "msrp"
@@ -176,21 +202,10 @@ class MSRPService(service.Service):
                                    % (self.worker.index, e)) from None
         if c.mi and c.mi.lower() != "none":
             try:
-                # Read again: the file may have changed since the options were checked.
-                secret = read_secret(c.mi_secret_file) if c.mi_secret_file else None
-            except ValueError as e:
+                self.mi_port = yield listen_management(self.reactor, c, self)
+            except StartupError:
                 self._abandon()
-                raise StartupError("--mi-secret-file: %s" % e) from None
-            try:
-                self.mi_port = yield serverFromString(self.reactor, c.mi).listen(ManagementFactory(self, secret))
-            except Exception as e:
-                self._abandon()
-                raise StartupError("--mi: cannot listen on %s: %s" % (c.mi, e)) from None
-            log.info("MSRP management (AMP) on {mi} ({address})", mi=c.mi,
-                     address=describe_address(self.mi_port.getHost()))
-            exposed = exposure_warning(self.mi_port.getHost(), secret is not None)
-            if exposed:
-                log.warn("{warning}", warning=exposed)
+                raise
         log.info("MSRP relay ready; URIs: {uris}", uris=" ".join(str(u) for u in self.relay.uris))
         return self
 

@@ -465,7 +465,7 @@ class WorkerPool(service.Service):
     def _prepare(self):
         from .connections import ConnectionManager, ListenerSpecError, parse_listener
         from .relay.auth import CredentialsFileError, HtdigestFile
-        from .service import MSRPService, StartupError
+        from .service import MSRPService, StartupError, listen_management
 
         c = self.config
         # What would fail in every worker fails here, once, with the reason.
@@ -499,25 +499,11 @@ class WorkerPool(service.Service):
                 self.relay_uris.append("%s://%s:%d;tcp" % (spec.scheme, host, port))
         self.relay_uris.extend(c.relay_uri)
         if c.mi and c.mi.lower() != "none":
-            from twisted.internet.endpoints import serverFromString
-
-            from .mi import ManagementFactory, describe_address, exposure_warning, read_secret
-
-            try:
-                secret = read_secret(c.mi_secret_file) if c.mi_secret_file else None
-            except ValueError as e:
-                raise StartupError("--mi-secret-file: %s" % e) from None
-            d = serverFromString(self.reactor, c.mi).listen(ManagementFactory(self, secret))
+            d = listen_management(self.reactor, c, self, note=", answering for %d workers" % self.count)
             failed = []
             d.addCallbacks(lambda port: setattr(self, "mi_port", port), failed.append)
             if failed:
-                raise StartupError("--mi: cannot listen on %s: %s" % (c.mi, failed[0].getErrorMessage()))
-            if self.mi_port is not None:
-                log.info("MSRP management (AMP) on {mi} ({address}), answering for {n} workers",
-                         mi=c.mi, address=describe_address(self.mi_port.getHost()), n=self.count)
-                exposed = exposure_warning(self.mi_port.getHost(), secret is not None)
-                if exposed:
-                    log.warn("{warning}", warning=exposed)
+                failed[0].raiseException()
 
     def _start_all(self):
         for index in range(self.count):
