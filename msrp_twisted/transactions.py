@@ -350,11 +350,12 @@ class TransactionManager:
         tids.add(request.tid)
         return d
 
-    def _body_sent(self, conn, tid):
-        """The end-line of a streamed request is written: its timeout counts
-        from here, so the time a large body takes to go out (behind a slow
-        next hop) is not taken from the wait for its response."""
-        tx = self._pending.get((conn.conn_id, tid))
+    def _end_frame(self, conn, writer, flag):
+        """Write a streamed request's end-line; its timeout counts from here,
+        so the time a large body takes to go out (behind a slow next hop) is
+        not taken from the wait for its response."""
+        writer.end(flag)
+        tx = self._pending.get((conn.conn_id, writer.tid))
         if tx is None:
             return
         if tx.timer is not None:
@@ -501,8 +502,7 @@ class TransactionManager:
 
             def done(r):
                 conn.remove_writability_observer(observer)
-                writer.end(flag)
-                self._body_sent(conn, request.tid)
+                self._end_frame(conn, writer, flag)
                 return r
 
             def failed(f):
@@ -724,8 +724,7 @@ class _ForwardingSink:
             writer.abort()
             self._resume_source()
         elif self.ended is not None:
-            writer.end(self.ended)
-            self.tm._body_sent(dest, writer.tid)
+            self.tm._end_frame(dest, writer, self.ended)
             self._resume_source()
         else:
             dest.add_writability_observer(self)
@@ -758,10 +757,8 @@ class _ForwardingSink:
             self.held.append(data)
 
     def body_end(self, flag):
-        writer = self.writer
-        if writer is not None:
-            writer.end(flag)
-            self.tm._body_sent(self.dest, writer.tid)
+        if self.writer is not None:
+            self.tm._end_frame(self.dest, self.writer, flag)
             self._finish()
         else:
             self.ended = flag

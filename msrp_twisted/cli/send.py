@@ -91,12 +91,11 @@ def read_stdin(reactor, stdin):
     carries the total instead of '*'.
     """
     try:
-        regular = stat.S_ISREG(os.fstat(stdin.fileno()).st_mode)
+        info = os.fstat(stdin.fileno())
     except (OSError, AttributeError, ValueError):
-        regular = False
-    if regular:
-        here = stdin.tell()
-        return defer.succeed((stdin, os.fstat(stdin.fileno()).st_size - here))
+        info = None
+    if info is not None and stat.S_ISREG(info.st_mode):
+        return defer.succeed((stdin, info.st_size - stdin.tell()))
     return threads.deferToThreadPool(reactor, reactor.getThreadPool(), _spool, stdin)
 
 
